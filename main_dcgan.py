@@ -1,0 +1,51 @@
+"""Train a DCGAN on CIFAR-10 (or any folder of images with dataset_type image_folder).
+
+Edit the dicts below, or override any key from the command line with dashes for underscores:
+    python main_dcgan.py --dataset-type image_folder --root ../shared/data/cifar10/train
+"""
+
+from models import DCGANDiscriminator, DCGANGenerator
+from trainers import train_gan
+from utils import parse_overrides, run_cli
+
+model_kwargs = {
+    "latent_dim": 100,
+    "feature_maps": 64,
+    "image_channels": 3,
+    "image_size": 32,  # a power of two; images are resized to it
+}
+
+dataset_kwargs = {
+    "dataset_type": "cifar10",  # cifar10, mnist, fashion_mnist or image_folder
+    "batch_size": 16,
+    "shuffle": True,
+    "root": "data",  # where the data set is, or is downloaded to; the folder itself for image_folder
+    "max_samples": None,  # use only N training images (quick runs)
+    "num_workers": 0,  # processes decoding an image_folder
+    "classes": None,  # keep only these labels, e.g. [3, 5] or ["cat", "dog"]
+}
+
+trainer_kwargs = {
+    "num_epochs": 200,
+    "generator_lr": 0.0002,
+    "discriminator_lr": 0.0002,
+    "output_dir": "cifar10_GAN",
+    "seed": 0,
+    "device": "auto",  # cuda, then mps, then cpu
+    "sample_every": 10,  # epochs between sample grids (the first and last are always drawn)
+    "resume": "auto",  # continue from output_dir/checkpoint.pt if there is one; False starts over
+    "label_smoothing": 0.0,
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parse_overrides(
+        __doc__,
+        {"model_kwargs": model_kwargs, "dataset_kwargs": dataset_kwargs, "trainer_kwargs": trainer_kwargs},
+        argv,
+    )
+    train_gan(DCGANGenerator, DCGANDiscriminator, model_kwargs, dataset_kwargs, trainer_kwargs, "model_kwargs")
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,53 @@
+"""Train a fully-connected GAN on MNIST.
+
+Edit the dicts below, or override any key from the command line with dashes for underscores:
+    python main_gan.py --num-epochs 3 --batch-size 64 --root ../shared/data --output-dir runs/a
+"""
+
+from models import FCDiscriminator, FCGenerator
+from trainers import train_gan
+from utils import parse_overrides, run_cli
+
+mnist_model_kwargs = {
+    "latent_variable_size": 64,  # (change, if required)
+    "discriminator_hidden_size": 256,  # (change, if required)
+    "generator_hidden_size": 256,  # (change, if required)
+    "image_size": 784,  # 28x28 --> flatten (Fixed)
+    "generator_hidden_layers": 2,
+    "discriminator_hidden_layers": 2,
+    "discriminator_dropout": 0.3,
+}
+
+dataset_kwargs = {
+    "dataset_type": "mnist",  # mnist, fashion_mnist, cifar10 or image_folder
+    "batch_size": 16,  # (change, if required)
+    "shuffle": True,  # (change, if required)
+    "root": "data",  # where the data set is, or is downloaded to
+    "max_samples": None,  # use only the first N training images (quick runs)
+    "num_workers": 0,  # processes decoding an image_folder
+    "classes": None,  # keep only these labels, e.g. [1, 7]
+}
+
+trainer_kwargs = {
+    "num_epochs": 200,  # (change, if required)
+    "generator_lr": 0.0002,
+    "discriminator_lr": 0.0002,
+    "output_dir": "mnist_GAN",  # (change, if required)
+    "seed": 0,
+    "device": "auto",  # cuda, then mps, then cpu
+    "sample_every": 10,  # epochs between sample grids (the first and last are always drawn)
+    "resume": "auto",  # continue from output_dir/checkpoint.pt if there is one; False starts over
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parse_overrides(
+        __doc__,
+        {"mnist_model_kwargs": mnist_model_kwargs, "dataset_kwargs": dataset_kwargs, "trainer_kwargs": trainer_kwargs},
+        argv,
+    )
+    train_gan(FCGenerator, FCDiscriminator, mnist_model_kwargs, dataset_kwargs, trainer_kwargs, "mnist_model_kwargs")
+
+
+if __name__ == "__main__":
+    run_cli(main)

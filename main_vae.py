@@ -1,0 +1,50 @@
+"""Train a fully-connected VAE on MNIST.
+
+Edit the dicts below, or override any key from the command line with dashes for underscores:
+    python main_vae.py --num-epochs 10 --root ../shared/data --output-dir runs/vae
+"""
+
+from models import VAE
+from trainers import train_vae
+from utils import parse_overrides, run_cli
+
+mnist_model_kwargs = {
+    "hidden_size": 1024,  # (change, if required)
+    "latent_dim": 512,  # (change, if required)
+    "image_size": 784,  # 28x28 --> flatten
+    "num_hidden_layers": 1,
+}
+
+dataset_kwargs = {
+    "dataset_type": "mnist",
+    "batch_size": 16,  # (change, if required)
+    "shuffle": True,  # (change, if required)
+    "normalize": False,  # pixels in [0, 1]: the targets of the BCE reconstruction loss
+    "root": "data",  # where the data set is, or is downloaded to
+    "max_samples": None,  # use only the first N training images (quick runs)
+    "num_workers": 0,  # processes decoding an image_folder
+    "classes": None,  # keep only these labels, e.g. [1, 7]
+}
+
+trainer_kwargs = {
+    "num_epochs": 50,  # (change, if required)
+    "lr": 1e-3,  # (change, if required)
+    "output_dir": "mnist_VAE",  # (change, if required)
+    "seed": 0,
+    "device": "auto",  # cuda, then mps, then cpu
+    "sample_every": 10,  # epochs between sample grids (the first and last are always drawn)
+    "resume": "auto",  # continue from output_dir/checkpoint.pt if there is one; False starts over
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parse_overrides(
+        __doc__,
+        {"mnist_model_kwargs": mnist_model_kwargs, "dataset_kwargs": dataset_kwargs, "trainer_kwargs": trainer_kwargs},
+        argv,
+    )
+    train_vae(VAE, mnist_model_kwargs, dataset_kwargs, trainer_kwargs, "mnist_model_kwargs")
+
+
+if __name__ == "__main__":
+    run_cli(main)

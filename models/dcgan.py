@@ -1,0 +1,89 @@
+"""DCGAN (Radford et al., 2016) for square images whose side is a power of two (32 for CIFAR-10)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def _num_stages(image_size: int) -> int:
+    """Stride-2 stages between a 4x4 feature map and the image."""
+    stages = int(math.log2(image_size)) - 2
+    if image_size < 8 or 4 * 2**stages != image_size:
+        raise ValueError(f"image_size must be a power of two >= 8 (32 for CIFAR-10), got {image_size}")
+    return stages
+
+
+def init_dcgan_weights(module: nn.Module) -> None:
+    """The DCGAN paper's init: conv weights ~ N(0, 0.02), BatchNorm scale ~ N(1, 0.02)."""
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+        nn.init.normal_(module.weight, 0.0, 0.02)
+    elif isinstance(module, nn.BatchNorm2d):
+        nn.init.normal_(module.weight, 1.0, 0.02)
+        nn.init.zeros_(module.bias)
+
+
+class DCGANGenerator(nn.Module):
+    """latent (N, latent_dim) -> 4x4 -> ... -> image (N, C, S, S) in [-1, 1] via transposed convs."""
+
+    def __init__(self, latent_dim: int = 100, feature_maps: int = 64, image_channels: int = 3, image_size: int = 32):
+        super().__init__()
+        self.config = dict(
+            latent_dim=latent_dim, feature_maps=feature_maps, image_channels=image_channels, image_size=image_size
+        )
+        self.latent_dim = latent_dim
+        self.image_shape = (image_channels, image_size, image_size)
+        stages = _num_stages(image_size)
+        channels = feature_maps * 2 ** (stages - 1)
+        layers: list[nn.Module] = [
+            nn.ConvTranspose2d(latent_dim, channels, 4, 1, 0, bias=False),
+            nn.BatchNorm2d(channels),
+            nn.ReLU(True),
+        ]
+        for _ in range(stages - 1):
+            layers += [
+                nn.ConvTranspose2d(channels, channels // 2, 4, 2, 1, bias=False),
+                nn.BatchNorm2d(channels // 2),
+                nn.ReLU(True),
+            ]
+            channels //= 2
+        layers += [nn.ConvTranspose2d(channels, image_channels, 4, 2, 1, bias=False), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+        self.apply(init_dcgan_weights)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z.view(z.shape[0], -1, 1, 1))
+
+
+class DCGANDiscriminator(nn.Module):
+    """image -> 4x4 stride-2 convs down to 4x4 -> one logit; `probability` gives P(real)."""
+
+    def __init__(self, feature_maps: int = 64, image_channels: int = 3, image_size: int = 32):
+        super().__init__()
+        self.config = dict(feature_maps=feature_maps, image_channels=image_channels, image_size=image_size)
+        self.image_shape = (image_channels, image_size, image_size)
+        stages = _num_stages(image_size)
+        # No BatchNorm on the first layer, as in the paper.
+        layers: list[nn.Module] = [
+            nn.Conv2d(image_channels, feature_maps, 4, 2, 1, bias=False),
+            nn.LeakyReLU(0.2, True),
+        ]
+        channels = feature_maps
+        for _ in range(stages - 1):
+            layers += [
+                nn.Conv2d(channels, channels * 2, 4, 2, 1, bias=False),
+                nn.BatchNorm2d(channels * 2),
+                nn.LeakyReLU(0.2, True),
+            ]
+            channels *= 2
+        layers.append(nn.Conv2d(channels, 1, 4, 1, 0, bias=False))
+        self.net = nn.Sequential(*layers)
+        self.apply(init_dcgan_weights)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).flatten()
+
+    def probability(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self(x))

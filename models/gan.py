@@ -1,0 +1,89 @@
+"""Fully-connected GAN for flattened images (MNIST: 28x28 -> 784)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def _image_shape(image_size: int) -> tuple[int, int, int]:
+    side = math.isqrt(image_size)
+    if side * side != image_size:
+        raise ValueError(f"image_size must be a square number of pixels (784 = 28x28), got {image_size}")
+    return (1, side, side)
+
+
+def _mlp(sizes: list[int], dropout: float = 0.0) -> list[nn.Module]:
+    layers: list[nn.Module] = []
+    for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=False):
+        layers += [nn.Linear(n_in, n_out), nn.LeakyReLU(0.2)]
+        if dropout:
+            layers.append(nn.Dropout(dropout))
+    return layers
+
+
+class FCGenerator(nn.Module):
+    """latent -> hidden layers -> image_size pixels in [-1, 1] (tanh), as a flat vector."""
+
+    def __init__(
+        self,
+        latent_variable_size: int = 64,
+        generator_hidden_size: int = 256,
+        image_size: int = 784,
+        generator_hidden_layers: int = 2,
+    ) -> None:
+        super().__init__()
+        self.config = dict(
+            latent_variable_size=latent_variable_size,
+            generator_hidden_size=generator_hidden_size,
+            image_size=image_size,
+            generator_hidden_layers=generator_hidden_layers,
+        )
+        self.latent_dim = latent_variable_size
+        self.image_shape = _image_shape(image_size)
+        hidden = [generator_hidden_size] * generator_hidden_layers
+        self.net = nn.Sequential(
+            *_mlp([latent_variable_size, *hidden]),
+            nn.Linear(hidden[-1] if hidden else latent_variable_size, image_size),
+            nn.Tanh(),
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)
+
+
+class FCDiscriminator(nn.Module):
+    """image -> hidden layers -> one logit; `probability` gives sigmoid(logit) = P(real).
+
+    The logit is what the loss uses: BCE-with-logits is stable where BCE on a probability
+    saturates.
+    """
+
+    def __init__(
+        self,
+        image_size: int = 784,
+        discriminator_hidden_size: int = 256,
+        discriminator_hidden_layers: int = 2,
+        discriminator_dropout: float = 0.3,
+    ) -> None:
+        super().__init__()
+        self.config = dict(
+            image_size=image_size,
+            discriminator_hidden_size=discriminator_hidden_size,
+            discriminator_hidden_layers=discriminator_hidden_layers,
+            discriminator_dropout=discriminator_dropout,
+        )
+        self.image_shape = _image_shape(image_size)
+        hidden = [discriminator_hidden_size] * discriminator_hidden_layers
+        self.net = nn.Sequential(
+            *_mlp([image_size, *hidden], discriminator_dropout),
+            nn.Linear(hidden[-1] if hidden else image_size, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.flatten(1)).squeeze(1)
+
+    def probability(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self(x))

@@ -1,0 +1,78 @@
+"""Fully-connected variational autoencoder for flattened images in [0, 1]."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class VAE(nn.Module):
+    """Encoder -> (mu, log-variance) -> reparameterised z -> decoder -> pixel probabilities.
+
+    One interface for every use: `encode`, `decode`, `sample`, `reconstruct`, and `loss`,
+    which returns its named terms (per image, in nats).
+    """
+
+    def __init__(
+        self, hidden_size: int = 1024, latent_dim: int = 512, image_size: int = 784, num_hidden_layers: int = 1
+    ):
+        super().__init__()
+        self.config = dict(
+            hidden_size=hidden_size, latent_dim=latent_dim, image_size=image_size, num_hidden_layers=num_hidden_layers
+        )
+        side = math.isqrt(image_size)
+        if side * side != image_size:
+            raise ValueError(f"image_size must be a square number of pixels (784 = 28x28), got {image_size}")
+        self.latent_dim = latent_dim
+        self.image_shape = (1, side, side)
+
+        def stack(n_in: int) -> nn.Sequential:
+            layers: list[nn.Module] = []
+            for i in range(num_hidden_layers):
+                layers += [nn.Linear(n_in if i == 0 else hidden_size, hidden_size), nn.ReLU()]
+            return nn.Sequential(*layers)
+
+        self.encoder = stack(image_size)
+        self.to_mu = nn.Linear(hidden_size, latent_dim)
+        self.to_logvar = nn.Linear(hidden_size, latent_dim)
+        self.decoder = stack(latent_dim)
+        self.to_logits = nn.Linear(hidden_size, image_size)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.encoder(x.flatten(1))
+        return self.to_mu(h), self.to_logvar(h)
+
+    def reparameterize(self, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+        return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+
+    def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
+        return self.to_logits(self.decoder(z))
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Latent -> flat image with pixels in [0, 1]."""
+        return torch.sigmoid(self.decode_logits(z))
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        mu, logvar = self.encode(x)
+        z = self.reparameterize(mu, logvar) if self.training else mu
+        return {"logits": self.decode_logits(z), "mu": mu, "logvar": logvar}
+
+    def loss(self, x: torch.Tensor, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Negative ELBO per image: BCE summed over pixels + KL(q(z|x) || N(0, I)), batch-averaged."""
+        x = x.flatten(1)
+        reconstruction = F.binary_cross_entropy_with_logits(out["logits"], x, reduction="sum") / len(x)
+        mu, logvar = out["mu"], out["logvar"]
+        kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp()) / len(x)
+        return {"loss": reconstruction + kl, "reconstruction": reconstruction, "kl": kl}
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """Images -> reconstructions from the mean latent, pixels in [0, 1], flat."""
+        return self.decode(self.encode(x)[0])
+
+    def sample(self, num_samples: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        device = self.to_mu.weight.device
+        z = torch.randn(num_samples, self.latent_dim, generator=generator, device=device)
+        return self.decode(z)

@@ -1,0 +1,293 @@
+"""The epoch loop shared by every trainer: progress, logging, sample grids, checkpoints, resume."""
+
+from __future__ import annotations
+
+import csv
+import math
+import random
+import signal
+import sys
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # write files only; never needs a display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from datasets import InMemoryLoader  # noqa: E402
+from utils import UserError, atomic_save, load_state, read_checkpoint, require, save_model  # noqa: E402
+
+# Keys that may change between a run and its resumption; any other change is a different run.
+RESUMABLE_CHANGES = {"num_epochs", "output_dir", "resume", "device", "sample_every", "num_workers", "root"}
+
+
+class NonFiniteLoss(Exception):
+    pass
+
+
+class Trainer:
+    """Subclasses set `models`, `optimizers` and `curve_panels`, and define `train_step` and `save_samples`.
+
+    Per run, `output_dir` gets: losses.csv (a row per epoch), train_loss_curve_{num_epochs}.png,
+    the sample grids, one .pt of weights per model and checkpoint.pt (everything needed to resume).
+    """
+
+    curve_panels: tuple[tuple[str, ...], ...] = ()
+    samples_per_grid = 64
+
+    def __init__(
+        self,
+        models: dict[str, nn.Module],
+        optimizers: dict[str, torch.optim.Optimizer],
+        loader: InMemoryLoader,
+        config: dict,
+        *,
+        num_epochs: int,
+        output_dir: str,
+        seed: int,
+        device: torch.device,
+        sample_every: int,
+        resume: bool | str,
+    ) -> None:
+        self.models, self.optimizers, self.loader, self.config = models, optimizers, loader, config
+        self.num_epochs, self.seed, self.device = num_epochs, seed, device
+        self.sample_every, self.resume = sample_every, resume
+        self.output_dir = Path(output_dir)
+        self.checkpoint_path = self.output_dir / "checkpoint.pt"
+        self.epoch = 0  # epochs finished
+        self.step = 0  # steps finished in epoch self.epoch + 1 (non-zero only after an interrupt)
+        self.partial_sums: dict[str, float] = {}  # loss sums of those steps
+        self.history: list[dict] = []  # one row per finished epoch, as in losses.csv
+        self.curve: list[dict] = []  # running means about 20 times per epoch, for the loss curve
+        self.seconds = 0.0  # training time of the current epoch
+        self.stop_signal: int | None = None
+        self.fixed_noise: torch.Tensor | None = None  # latents of the sample grids, set by subclasses
+
+    # ------------------------------------------------------------------ to define in subclasses
+
+    def train_step(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One optimisation step; returns detached scalar tensors to average over the epoch."""
+        raise NotImplementedError
+
+    def save_samples(self, epoch: int) -> None:
+        raise NotImplementedError
+
+    def evaluate(self) -> dict[str, float]:
+        """Extra numbers for the epoch's row (e.g. a test loss); none by default."""
+        return {}
+
+    def make_fixed_noise(self, latent_dim: int) -> torch.Tensor:
+        """The same latents every epoch, from their own RNG: the grids show progress, not luck."""
+        rng = torch.Generator().manual_seed(self.seed)
+        return torch.randn(self.samples_per_grid, latent_dim, generator=rng).to(self.device)
+
+    # ------------------------------------------------------------------ the loop
+
+    def fit(self) -> list[dict]:
+        self._resume()
+        if self.epoch >= self.num_epochs:
+            print(f"{self.output_dir}: already trained {self.epoch} of num_epochs={self.num_epochs}; nothing to do")
+            return self.history
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            for epoch in range(self.epoch + 1, self.num_epochs + 1):
+                self._train_epoch(epoch)
+                if self.stop_signal is not None:
+                    self._save_checkpoint()
+                    name = signal.Signals(self.stop_signal).name
+                    print(
+                        f"\n{name}: stopped in epoch {epoch} after step {self.step}; checkpoint saved to "
+                        f"{self.checkpoint_path}. Run the same command again to resume.",
+                        file=sys.stderr,
+                    )
+                    sys.exit(128 + self.stop_signal)
+                self._end_epoch(epoch)
+        except NonFiniteLoss as error:
+            kept = (
+                f"the checkpoint of epoch {self.epoch} is kept"
+                if self.checkpoint_path.exists()
+                else "nothing was saved"
+            )
+            raise UserError(
+                f"{error}; {kept} in {self.output_dir}: lower the learning rate or check the data"
+            ) from None
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+        return self.history
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        if self.stop_signal is not None:  # a second Ctrl-C: stop at once
+            raise KeyboardInterrupt
+        self.stop_signal = signum
+
+    def _train_epoch(self, epoch: int) -> None:
+        for model in self.models.values():
+            model.train()
+        steps = len(self.loader)
+        sums: dict[str, torch.Tensor] = {}  # kept on the device: no host sync per step
+        point_sums: dict[str, torch.Tensor] = {}
+        point_steps, point_every = 0, max(1, steps // 20)
+        began = time.perf_counter()
+        bar = tqdm(
+            total=steps, initial=self.step, desc=f"epoch {epoch}/{self.num_epochs}", leave=False, mininterval=0.5
+        )
+        for batch in self.loader.batches(epoch, start=self.step):
+            terms = self.train_step(batch)
+            for name, value in terms.items():
+                sums[name] = sums.get(name, 0) + value
+                point_sums[name] = point_sums.get(name, 0) + value
+            self.step += 1
+            point_steps += 1
+            if self.step % point_every == 0 or self.step == steps:
+                means = {k: v.item() / point_steps for k, v in point_sums.items()}
+                self._check_finite(means, epoch)
+                self.curve.append({"epoch": epoch - 1 + self.step / steps, **means})
+                point_sums, point_steps = {}, 0
+                bar.set_postfix({k: f"{v:.3g}" for k, v in means.items()})
+            bar.update(1)
+            if self.stop_signal is not None:
+                break
+        bar.close()
+        for name, value in sums.items():
+            self.partial_sums[name] = self.partial_sums.get(name, 0.0) + float(value)
+        self._check_finite(self.partial_sums, epoch)
+        self.seconds += time.perf_counter() - began
+
+    def _check_finite(self, values: dict[str, float], epoch: int) -> None:
+        bad = [k for k, v in values.items() if not math.isfinite(v)]
+        if bad:
+            raise NonFiniteLoss(f"{', '.join(bad)} became {values[bad[0]]} in epoch {epoch} (step {self.step})")
+
+    def _end_epoch(self, epoch: int) -> None:
+        means = {k: v / self.step for k, v in self.partial_sums.items()}
+        self._check_finite(means, epoch)
+        row = {"epoch": epoch, **means, **self.evaluate(), "seconds": round(self.seconds, 2)}
+        self._check_finite(row, epoch)
+        self.history.append(row)
+        self.epoch, self.step, self.partial_sums, self.seconds = epoch, 0, {}, 0.0
+        if epoch == 1 or epoch % self.sample_every == 0 or epoch == self.num_epochs:
+            self.save_samples(epoch)
+        self._write_logs()
+        for name, model in self.models.items():
+            save_model(model, self.output_dir / f"{name}.pt", epoch=epoch, dataset=self.config.get("dataset", {}))
+        self._save_checkpoint()
+        summary = ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch")
+        print(f"epoch {epoch}/{self.num_epochs}: {summary}")
+
+    # ------------------------------------------------------------------ logs
+
+    def _write_logs(self) -> None:
+        names = list(dict.fromkeys(k for row in self.history for k in row))
+        with open(self.output_dir / "losses.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=names)
+            writer.writeheader()
+            writer.writerows(self.history)
+        self._plot_curve()
+
+    def _plot_curve(self) -> None:
+        panels = [p for p in self.curve_panels if any(k in row for row in self.history for k in p)]
+        fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
+        for ax, names in zip(axes[0], panels, strict=False):
+            for name in names:
+                if self.curve and name in self.curve[0]:
+                    ax.plot([p["epoch"] for p in self.curve], [p[name] for p in self.curve], label=name, alpha=0.8)
+                elif any(name in row for row in self.history):  # per-epoch numbers, e.g. a test loss
+                    rows = [row for row in self.history if name in row]
+                    ax.plot([r["epoch"] for r in rows], [r[name] for r in rows], "o-", label=name)
+            ax.set_xlabel("epoch")
+            ax.legend()
+            ax.grid(alpha=0.3)
+        fig.suptitle(f"{self.output_dir.name}: {self.epoch} of {self.num_epochs} epochs")
+        fig.tight_layout()
+        fig.savefig(self.output_dir / f"train_loss_curve_{self.num_epochs}.png", dpi=100)
+        plt.close(fig)
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _rng_state(self) -> dict:
+        np_state = np.random.get_state()
+        return {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": {
+                "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+                "pos": np_state[2],
+                "has_gauss": np_state[3],
+                "cached_gaussian": np_state[4],
+            },
+            "python": random.getstate(),
+        }
+
+    def _set_rng_state(self, state: dict) -> None:
+        torch.set_rng_state(state["torch"])
+        if state["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+        n = state["numpy"]
+        np.random.set_state(
+            ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+        )
+        random.setstate(state["python"])
+
+    def _save_checkpoint(self) -> None:
+        atomic_save(
+            {
+                "config": self.config,
+                "epoch": self.epoch,
+                "step": self.step,
+                "partial_sums": self.partial_sums,
+                "seconds": self.seconds,
+                "models": {name: m.state_dict() for name, m in self.models.items()},
+                "optimizers": {name: o.state_dict() for name, o in self.optimizers.items()},
+                "history": self.history,
+                "curve": self.curve,
+                "rng": self._rng_state(),
+                "fixed_noise": self.fixed_noise,
+            },
+            self.checkpoint_path,
+        )
+
+    def _resume(self) -> None:
+        if self.resume is False:
+            return
+        path = self.checkpoint_path if self.resume in (True, "auto") else Path(self.resume)
+        if not path.exists():
+            require(
+                self.resume in (True, "auto"),
+                f"resume checkpoint '{path}' not found: fix the path or set resume to 'auto' or False",
+            )
+            return
+        checkpoint = read_checkpoint(path, "checkpoint")
+        require(
+            "models" in checkpoint and "config" in checkpoint,
+            f"'{path}' is not a training checkpoint of this repository",
+        )
+        self._check_same_run(checkpoint["config"], path)
+        for name, model in self.models.items():
+            load_state(model, checkpoint["models"][name], path)
+        for name, optimizer in self.optimizers.items():
+            optimizer.load_state_dict(checkpoint["optimizers"][name])
+        self.epoch, self.step = checkpoint["epoch"], checkpoint["step"]
+        self.partial_sums, self.seconds = checkpoint["partial_sums"], checkpoint["seconds"]
+        self.history, self.curve = checkpoint["history"], checkpoint["curve"]
+        self._set_rng_state(checkpoint["rng"])
+        if checkpoint.get("fixed_noise") is not None:
+            self.fixed_noise = checkpoint["fixed_noise"].to(self.device)
+        where = f"epoch {self.epoch}" + (f", step {self.step}" if self.step else "")
+        print(f"resuming from {path} ({where}); resume=False starts over")
+
+    def _check_same_run(self, saved: dict, path: Path) -> None:
+        for section, values in self.config.items():
+            old = saved.get(section, {})
+            for key in sorted(set(values) | set(old)):
+                if key in RESUMABLE_CHANGES or values.get(key) == old.get(key):
+                    continue
+                raise UserError(
+                    f"'{path}' was trained with {key}={old.get(key)!r}, now {key}={values.get(key)!r}: "
+                    "use another output_dir, set resume=False to start over, or restore the value"
+                )

@@ -1,0 +1,137 @@
+"""Adversarial training for any generator/discriminator pair (the FC GAN and the DCGAN)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.utils import save_image
+
+from datasets import InMemoryLoader, make_loader
+from trainers.base import Trainer
+from trainers.setup import optimizer_options, prepare_run
+from utils import pick_device
+
+
+class GANTrainer(Trainer):
+    """Alternates a discriminator step and a generator step per batch (Goodfellow et al., 2014).
+
+    The generator uses the non-saturating loss -log D(G(z)); `label_smoothing` makes the
+    discriminator's target for real images 1 - label_smoothing (Salimans et al., 2016), which
+    keeps it from becoming over-confident early on.
+    """
+
+    curve_panels = (("d_loss", "g_loss"), ("d_real", "d_fake"))
+
+    def __init__(
+        self,
+        generator: nn.Module,
+        discriminator: nn.Module,
+        loader: InMemoryLoader,
+        config: dict,
+        *,
+        num_epochs: int = 200,
+        generator_lr: float = 0.0002,
+        discriminator_lr: float = 0.0002,
+        beta1: float = 0.5,
+        label_smoothing: float = 0.1,
+        output_dir: str = "mnist_GAN",
+        seed: int = 0,
+        device: str = "auto",
+        sample_every: int = 10,
+        resume: bool | str = "auto",
+    ) -> None:
+        device = pick_device(device)
+        generator.to(device)
+        discriminator.to(device)
+        opts = optimizer_options(device)
+        optimizers = {
+            "generator": torch.optim.Adam(generator.parameters(), generator_lr, betas=(beta1, 0.999), **opts),
+            "discriminator": torch.optim.Adam(
+                discriminator.parameters(), discriminator_lr, betas=(beta1, 0.999), **opts
+            ),
+        }
+        super().__init__(
+            {"generator": generator, "discriminator": discriminator},
+            optimizers,
+            loader,
+            config,
+            num_epochs=num_epochs,
+            output_dir=output_dir,
+            seed=seed,
+            device=device,
+            sample_every=sample_every,
+            resume=resume,
+        )
+        self.generator, self.discriminator = generator, discriminator
+        self.real_target = 1.0 - label_smoothing
+        self.fixed_noise = self.make_fixed_noise(generator.latent_dim)
+
+    def train_step(self, real: torch.Tensor) -> dict[str, torch.Tensor]:
+        z = torch.randn(len(real), self.generator.latent_dim, device=real.device)
+        fake = self.generator(z)
+
+        # Discriminator: real -> (smoothed) 1, fake -> 0. detach(): this step leaves G alone.
+        d_real = self.discriminator(real)
+        d_fake = self.discriminator(fake.detach())
+        d_loss = F.binary_cross_entropy_with_logits(
+            d_real, torch.full_like(d_real, self.real_target)
+        ) + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))
+        self.optimizers["discriminator"].zero_grad(set_to_none=True)
+        d_loss.backward()
+        self.optimizers["discriminator"].step()
+
+        # Generator: make the updated discriminator call its images real.
+        d_gen = self.discriminator(fake)
+        g_loss = F.binary_cross_entropy_with_logits(d_gen, torch.ones_like(d_gen))
+        self.optimizers["generator"].zero_grad(set_to_none=True)
+        g_loss.backward()
+        self.optimizers["generator"].step()
+
+        return {
+            "d_loss": d_loss.detach(),
+            "g_loss": g_loss.detach(),
+            "d_real": torch.sigmoid(d_real.detach()).mean(),  # mean D(x)
+            "d_fake": torch.sigmoid(d_fake.detach()).mean(),  # mean D(G(z))
+        }
+
+    @torch.no_grad()
+    def save_samples(self, epoch: int) -> None:
+        self.generator.eval()
+        images = self.generator(self.fixed_noise).view(-1, *self.generator.image_shape)
+        self.generator.train()
+        save_image(
+            images, self.output_dir / f"generated_image_epoch_{epoch}.png", nrow=8, normalize=True, value_range=(-1, 1)
+        )
+
+
+def train_gan(
+    generator_class: Callable[..., nn.Module],
+    discriminator_class: Callable[..., nn.Module],
+    model_kwargs: dict,
+    dataset_kwargs: dict,
+    trainer_kwargs: dict,
+    model_dict_name: str = "model_kwargs",
+) -> GANTrainer:
+    """Check the kwargs dicts of a main script, build models and data, and train."""
+    models, dataset, trainer, device = prepare_run(
+        {"generator": generator_class, "discriminator": discriminator_class},
+        model_kwargs,
+        dataset_kwargs,
+        GANTrainer,
+        trainer_kwargs,
+        model_dict_name,
+    )
+    generator, discriminator = models["generator"], models["discriminator"]
+    loader = make_loader(generator.image_shape, device, trainer["seed"], True, **dataset)
+    config = {
+        "generator": generator.config,
+        "discriminator": discriminator.config,
+        "dataset": dataset,
+        "trainer": trainer,
+    }
+    gan = GANTrainer(generator, discriminator, loader, config, **{**trainer, "device": str(device)})
+    gan.fit()
+    return gan

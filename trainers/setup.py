@@ -1,0 +1,85 @@
+"""Checks and builds everything a run needs, before any work: the one place kwargs dicts are read."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from datasets import make_loader
+from utils import UserError, check_kwargs, keyword_defaults, pick_device, require, seed_everything, unknown_key
+
+
+def check_output_dir(path: str) -> None:
+    folder = Path(path)
+    require(str(path) != "", "output_dir is empty: name a folder for the results")
+    require(not folder.exists() or folder.is_dir(), f"output_dir '{folder}' is a file: choose a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise UserError(f"cannot write to output_dir '{folder}' ({error.strerror}): choose a writable folder") from None
+
+
+def check_positive(kwargs: dict, keys: list[str], dict_name: str) -> None:
+    for key in keys:
+        value = kwargs.get(key)
+        require(value is None or value > 0, f"{dict_name}['{key}'] must be positive, got {value!r}")
+
+
+def build_models(
+    classes: dict[str, Callable[..., nn.Module]], model_kwargs: dict, dict_name: str
+) -> dict[str, nn.Module]:
+    """Give each model class the keys of `model_kwargs` its constructor takes; every key must fit one."""
+    accepted = {name: keyword_defaults(cls) for name, cls in classes.items()}
+    known = list(dict.fromkeys(key for keys in accepted.values() for key in keys))
+    for key in model_kwargs:
+        if key not in known:
+            raise unknown_key(key, known, dict_name)
+    models = {}
+    for name, cls in classes.items():
+        kwargs = {k: v for k, v in model_kwargs.items() if k in accepted[name]}
+        check_kwargs(kwargs, cls, dict_name)
+        check_positive(kwargs, [k for k, v in kwargs.items() if type(v) is int], dict_name)
+        try:
+            models[name] = cls(**kwargs)
+        except ValueError as error:
+            raise UserError(f"{dict_name}: {error}") from None
+    return models
+
+
+def prepare_run(
+    model_classes: dict[str, Callable[..., nn.Module]],
+    model_kwargs: dict,
+    dataset_kwargs: dict,
+    trainer_class: type,
+    trainer_kwargs: dict,
+    model_dict_name: str = "model_kwargs",
+) -> tuple[dict[str, nn.Module], dict, dict, torch.device]:
+    """Validate the three kwargs dicts, seed, build the models; return (models, dataset, trainer kwargs, device)."""
+    dataset = check_kwargs(dataset_kwargs, make_loader, "dataset_kwargs")
+    trainer = check_kwargs(trainer_kwargs, trainer_class, "trainer_kwargs")
+    rates = [k for k in trainer if k.endswith("lr")]
+    check_positive(trainer, ["num_epochs", "sample_every", *rates], "trainer_kwargs")
+    device = pick_device(trainer["device"])
+    check_output_dir(trainer["output_dir"])
+    seed_everything(trainer["seed"])
+    models = build_models(model_classes, model_kwargs, model_dict_name)
+    return models, dataset, trainer, device
+
+
+def optimizer_options(device: torch.device) -> dict:
+    """Fused Adam where this torch supports it for the device: one kernel for all parameters."""
+    probe = torch.zeros(1, device=device, requires_grad=True)
+    try:
+        torch.optim.Adam([probe], fused=True)
+        return {"fused": True}
+    except (RuntimeError, TypeError):
+        return {}
+
+
+__all__ = ["prepare_run", "make_loader", "optimizer_options"]

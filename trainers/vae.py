@@ -1,0 +1,123 @@
+"""Training for the VAE: negative ELBO per batch, test-set ELBO every epoch."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torchvision.utils import save_image
+
+from datasets import InMemoryLoader, make_loader
+from trainers.base import Trainer
+from trainers.setup import optimizer_options, prepare_run
+from utils import pick_device
+
+
+class VAETrainer(Trainer):
+    """Minimises reconstruction BCE + KL (Kingma & Welling, 2014) with Adam.
+
+    Every epoch it also measures the same loss on the test split (`test_loss`, nats per image),
+    the number to compare runs by.
+    """
+
+    curve_panels = (("loss", "test_loss"), ("reconstruction", "test_reconstruction"), ("kl", "test_kl"))
+
+    def __init__(
+        self,
+        vae: nn.Module,
+        loader: InMemoryLoader,
+        test_loader: InMemoryLoader,
+        config: dict,
+        *,
+        num_epochs: int = 50,
+        lr: float = 0.001,
+        output_dir: str = "mnist_VAE",
+        seed: int = 0,
+        device: str = "auto",
+        sample_every: int = 10,
+        resume: bool | str = "auto",
+    ) -> None:
+        device = pick_device(device)
+        vae.to(device)
+        optimizers = {"vae": torch.optim.Adam(vae.parameters(), lr, **optimizer_options(device))}
+        super().__init__(
+            {"vae": vae},
+            optimizers,
+            loader,
+            config,
+            num_epochs=num_epochs,
+            output_dir=output_dir,
+            seed=seed,
+            device=device,
+            sample_every=sample_every,
+            resume=resume,
+        )
+        self.vae, self.test_loader = vae, test_loader
+        self.fixed_noise = self.make_fixed_noise(vae.latent_dim)
+
+    def train_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        terms = self.vae.loss(x, self.vae(x))
+        self.optimizers["vae"].zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        self.optimizers["vae"].step()
+        return {name: value.detach() for name, value in terms.items()}
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Test-set loss terms per image. Its own seeded RNG: the number is repeatable and
+        training's random stream is left as it was."""
+        self.vae.eval()
+        totals: dict[str, float] = {}
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(self.seed)
+            for x in self.test_loader.batches(0):
+                terms = self.vae.loss(x, self.vae(x))
+                for name, value in terms.items():
+                    totals[name] = totals.get(name, 0.0) + value.item() * len(x)
+        self.vae.train()
+        count = len(self.test_loader.images)
+        return {f"test_{name}": total / count for name, total in totals.items()}
+
+    @torch.no_grad()
+    def save_samples(self, epoch: int) -> None:
+        self.vae.eval()
+        shape = (-1, *self.vae.image_shape)
+        save_image(
+            self.vae.decode(self.fixed_noise).view(shape),
+            self.output_dir / f"generated_image_epoch_{epoch}.png",
+            nrow=8,
+        )
+        # Rows of 8 test images, each followed by a row of their reconstructions.
+        originals = self.test_loader.to_float(self.test_loader.images[:32])
+        reconstructions = self.vae.reconstruct(originals).view(shape)
+        pairs = torch.stack(
+            [originals.view(4, 8, *originals.shape[1:]), reconstructions.view(4, 8, *originals.shape[1:])], 1
+        )
+        save_image(pairs.flatten(0, 2), self.output_dir / f"reconstruction_epoch_{epoch}.png", nrow=8)
+        self.vae.train()
+
+
+def train_vae(
+    vae_class: Callable[..., nn.Module],
+    model_kwargs: dict,
+    dataset_kwargs: dict,
+    trainer_kwargs: dict,
+    model_dict_name: str = "mnist_model_kwargs",
+) -> VAETrainer:
+    """Check the kwargs dicts of a main script, build the model and data, and train."""
+    models, dataset, trainer, device = prepare_run(
+        {"vae": vae_class}, model_kwargs, dataset_kwargs, VAETrainer, trainer_kwargs, model_dict_name
+    )
+    vae = models["vae"]
+    loader = make_loader(vae.image_shape, device, trainer["seed"], True, **dataset)
+    if dataset["dataset_type"] == "image_folder":
+        test_loader = InMemoryLoader(
+            loader.images, loader.labels, 1000, False, dataset["normalize"], trainer["seed"], device
+        )
+    else:
+        test_loader = make_loader(vae.image_shape, device, trainer["seed"], False, **{**dataset, "batch_size": 1000})
+    config = {"vae": vae.config, "dataset": dataset, "trainer": trainer}
+    run = VAETrainer(vae, loader, test_loader, config, **{**trainer, "device": str(device)})
+    run.fit()
+    return run

@@ -1,0 +1,243 @@
+"""Small helpers shared by the scripts, trainers and analysis tools."""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import difflib
+import inspect
+import os
+import random
+import sys
+import tempfile
+import types
+import typing
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from models import MODELS
+
+
+class UserError(Exception):
+    """A problem with the user's input or files: shown as one line, without a traceback."""
+
+
+def run_cli(main: Callable[..., Any], *args: Any) -> None:
+    """Run a script's main; turn a UserError into one line on stderr and exit status 2."""
+    try:
+        main(*args)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+def require(condition: bool, message: str) -> None:
+    if not condition:
+        raise UserError(message)
+
+
+# ---------------------------------------------------------------------------- kwargs and CLI
+
+
+def keyword_defaults(consumer: Callable) -> dict[str, Any]:
+    """The keyword arguments (with defaults) of a function or class: the keys a kwargs dict may hold."""
+    target = consumer.__init__ if inspect.isclass(consumer) else consumer
+    params = inspect.signature(target).parameters.values()
+    return {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
+
+
+def unknown_key(key: str, known: list[str], dict_name: str) -> UserError:
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f"did you mean '{close[0]}'?" if close else f"known keys: {', '.join(known)}"
+    return UserError(f"unknown key '{key}' in {dict_name}: {hint}")
+
+
+def check_kwargs(kwargs: dict, consumer: Callable, dict_name: str) -> dict:
+    """Reject keys that `consumer` (a function or class) does not take, with a 'did you mean',
+    and values that do not match its type hints. Returns the kwargs completed with its defaults."""
+    defaults = keyword_defaults(consumer)
+    hints = typing.get_type_hints(consumer.__init__ if inspect.isclass(consumer) else consumer)
+    for key, value in kwargs.items():
+        if key not in defaults:
+            raise unknown_key(key, list(defaults), dict_name)
+        expected = hints.get(key)
+        if expected is not None and not _matches(value, expected):
+            shown = getattr(expected, "__name__", None) or str(expected).replace("typing.", "")
+            raise UserError(f"{dict_name}['{key}'] must be {shown}, got {value!r}")
+    return {**defaults, **kwargs}
+
+
+def _matches(value: Any, annotation: Any) -> bool:
+    if annotation is Any:
+        return True
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return any(_matches(value, arg) for arg in typing.get_args(annotation))
+    if typing.get_origin(annotation) is not None:  # list[int] -> list
+        annotation = typing.get_origin(annotation)
+    if annotation is type(None):
+        return value is None
+    if isinstance(value, bool) and annotation is not bool:
+        return False
+    if annotation is float:
+        return isinstance(value, (int, float))
+    return isinstance(value, annotation)
+
+
+def _parse_value(text: str, default: Any) -> Any:
+    if isinstance(default, bool):
+        lowered = text.lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text  # a plain string: a path, a name
+    if isinstance(value, tuple):  # "1,7" -> [1, 7]
+        value = list(value)
+    if isinstance(default, float) and isinstance(value, int):
+        value = float(value)
+    if isinstance(default, str) and not isinstance(value, str):
+        return text
+    return value
+
+
+def parse_overrides(description: str, dicts: dict[str, dict], argv: list[str] | None = None) -> None:
+    """Let every key of the given kwargs dicts be overridden as --key-name VALUE (updates them in place)."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    owner: dict[str, str] = {}
+    for dict_name, kwargs in dicts.items():
+        group = parser.add_argument_group(dict_name)
+        for key, default in kwargs.items():
+            owner[key] = dict_name
+            group.add_argument(
+                "--" + key.replace("_", "-"),
+                dest=key,
+                default=argparse.SUPPRESS,
+                metavar=type(default).__name__.upper() if default is not None else "VALUE",
+                type=lambda text, d=default: _parse_value(text, d),
+                help=f"(default: {default!r})",
+            )
+    args = vars(parser.parse_args(argv))
+    for key, value in args.items():
+        dicts[owner[key]][key] = value
+
+
+# ---------------------------------------------------------------------------- runtime
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """'auto' picks cuda, then mps, then cpu; anything else is taken as a torch device name."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown device '{name}': use 'auto', 'cpu', 'cuda', 'cuda:1' or 'mps'") from None
+    if device.type == "cuda":
+        require(
+            torch.cuda.is_available(), f"device '{name}' asked for, but CUDA is not available here: use 'auto' or 'cpu'"
+        )
+    if device.type == "mps":
+        require(
+            torch.backends.mps.is_available(),
+            f"device '{name}' asked for, but MPS is not available here: use 'auto' or 'cpu'",
+        )
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def atomic_save(obj: Any, path: str | Path) -> None:
+    """torch.save that never leaves a torn file: write a temp file beside it, fsync, rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# ---------------------------------------------------------------------------- self-describing weights
+
+
+def save_model(model: nn.Module, path: str | Path, **meta: Any) -> None:
+    """Save weights with what rebuilds them: the model's class name and constructor kwargs."""
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    atomic_save({"kind": type(model).__name__, "kwargs": model.config, "state_dict": state, "meta": meta}, path)
+
+
+def read_checkpoint(path: str | Path, what: str = "weights file") -> dict:
+    """torch.load(weights_only=True) with one-line errors for a missing, unreadable or foreign file."""
+    path = Path(path)
+    require(str(path) not in ("", "."), f"no {what} given: set weights_path to a .pt file written by a main script")
+    require(path.exists(), f"{what} '{path}' not found: train first (e.g. python main_gan.py) or fix the path")
+    require(path.is_file(), f"{what} '{path}' is a folder: point at a .pt file inside it")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for a torn or foreign file
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(
+            f"cannot read {what} '{path}' (truncated, corrupt or not a PyTorch file): {reason[:200]}"
+        ) from None
+    require(isinstance(checkpoint, dict), f"{what} '{path}' is not a checkpoint written by this repository")
+    return checkpoint
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu", kinds: tuple[str, ...] | None = None) -> nn.Module:
+    """Rebuild a model saved by `save_model` and return it in eval mode.
+
+    `kinds` restricts which model classes are acceptable (e.g. generators only).
+    """
+    checkpoint = read_checkpoint(path)
+    kind = checkpoint.get("kind")
+    require(
+        kind in MODELS and isinstance(checkpoint.get("state_dict"), dict),
+        f"'{path}' is not model weights written by this repository (no known 'kind'): "
+        "use generator.pt, discriminator.pt or vae.pt from a main script's output_dir",
+    )
+    if kinds is not None:
+        require(kind in kinds, f"'{path}' holds a {kind}, but this needs a {' or '.join(kinds)}")
+    try:
+        model = MODELS[kind](**checkpoint["kwargs"])
+    except (TypeError, ValueError) as error:
+        raise UserError(f"'{path}' has constructor kwargs that {kind} does not accept: {error}") from None
+    load_state(model, checkpoint["state_dict"], path)
+    return model.to(device).eval()
+
+
+def load_state(model: nn.Module, state_dict: dict, source: str | Path) -> None:
+    """load_state_dict that reports a mismatch in one line: which keys are missing or unexpected."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    wrong_shape = [k for k in own if k in state_dict and own[k].shape != state_dict[k].shape]
+    problems = []
+    if missing:
+        problems.append(f"missing keys {missing[:5]}")
+    if unexpected:
+        problems.append(f"unexpected keys {unexpected[:5]}")
+    if wrong_shape:
+        problems.append(f"keys of another shape {wrong_shape[:5]}")
+    require(not problems, f"'{source}' does not fit {type(model).__name__}: {'; '.join(problems)}")
+    model.load_state_dict(state_dict)
