@@ -201,7 +201,7 @@ def make_loader(
     root: str = "data",
     max_samples: int | None = None,
     num_workers: int = 0,
-    classes: list | int | None = None,
+    classes: list | int | str | None = None,
 ) -> InMemoryLoader:
     """Build the loader a main script's `dataset_kwargs` describe (keyword names = its keys).
 
@@ -210,8 +210,8 @@ def make_loader(
     require(batch_size > 0, f"batch_size must be positive, got {batch_size}")
     require(max_samples is None or max_samples > 0, f"max_samples must be positive or None, got {max_samples}")
     require(num_workers >= 0, f"num_workers must be 0 or more, got {num_workers}")
-    if isinstance(classes, int):
-        classes = [classes]
+    if isinstance(classes, (int, str)):  # 7, "cat" or "cat,dog" (from the command line)
+        classes = [int(c) if c.strip().isdigit() else c.strip() for c in str(classes).split(",")]
     images, labels = load_images(
         dataset_type,
         root,

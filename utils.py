@@ -96,6 +96,8 @@ def _parse_value(text: str, default: Any) -> Any:
         if lowered in ("0", "false", "no", "off"):
             return False
         raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    if text.lower() in ("true", "false"):  # resume: "auto", a path, or false
+        return text.lower() == "true"
     try:
         value = ast.literal_eval(text)
     except (ValueError, SyntaxError):
@@ -104,8 +106,8 @@ def _parse_value(text: str, default: Any) -> Any:
         value = list(value)
     if isinstance(default, float) and isinstance(value, int):
         value = float(value)
-    if isinstance(default, str) and not isinstance(value, str):
-        return text
+    if isinstance(default, str) and not isinstance(value, (str, bool)):
+        return text  # keeps "--output-dir 1" a string; bools pass for keys like resume ("auto" or False)
     return value
 
 
@@ -141,10 +143,11 @@ def pick_device(name: str = "auto") -> torch.device:
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
+    hint = "use 'auto', 'cpu', 'cuda', 'cuda:1' or 'mps'"
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise UserError(f"unknown device '{name}': use 'auto', 'cpu', 'cuda', 'cuda:1' or 'mps'") from None
+        raise UserError(f"unknown device '{name}': {hint}") from None
     if device.type == "cuda":
         require(
             torch.cuda.is_available(), f"device '{name}' asked for, but CUDA is not available here: use 'auto' or 'cpu'"
@@ -154,6 +157,10 @@ def pick_device(name: str = "auto") -> torch.device:
             torch.backends.mps.is_available(),
             f"device '{name}' asked for, but MPS is not available here: use 'auto' or 'cpu'",
         )
+    try:  # a device torch knows by name but cannot run on here (xpu, meta, ...)
+        torch.ones(1, device=device).add_(1).cpu()
+    except (RuntimeError, AssertionError, NotImplementedError):
+        raise UserError(f"device '{name}' cannot run computations here: {hint}") from None
     return device
 
 

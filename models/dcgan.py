@@ -16,6 +16,11 @@ def _num_stages(image_size: int) -> int:
     return stages
 
 
+def _check_channels(image_channels: int) -> None:
+    if image_channels not in (1, 3):
+        raise ValueError(f"image_channels must be 1 (grey) or 3 (colour), got {image_channels}")
+
+
 def init_dcgan_weights(module: nn.Module) -> None:
     """The DCGAN paper's init: conv weights ~ N(0, 0.02), BatchNorm scale ~ N(1, 0.02)."""
     if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
@@ -35,6 +40,7 @@ class DCGANGenerator(nn.Module):
         )
         self.latent_dim = latent_dim
         self.image_shape = (image_channels, image_size, image_size)
+        _check_channels(image_channels)
         stages = _num_stages(image_size)
         channels = feature_maps * 2 ** (stages - 1)
         layers: list[nn.Module] = [
@@ -64,6 +70,7 @@ class DCGANDiscriminator(nn.Module):
         super().__init__()
         self.config = dict(feature_maps=feature_maps, image_channels=image_channels, image_size=image_size)
         self.image_shape = (image_channels, image_size, image_size)
+        _check_channels(image_channels)
         stages = _num_stages(image_size)
         # No BatchNorm on the first layer, as in the paper.
         layers: list[nn.Module] = [

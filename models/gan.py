@@ -15,6 +15,11 @@ def _image_shape(image_size: int) -> tuple[int, int, int]:
     return (1, side, side)
 
 
+def _check_layers(name: str, count: int) -> None:
+    if count < 0:
+        raise ValueError(f"{name} must be 0 or more, got {count}")
+
+
 def _mlp(sizes: list[int], dropout: float = 0.0) -> list[nn.Module]:
     layers: list[nn.Module] = []
     for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=False):
@@ -43,6 +48,7 @@ class FCGenerator(nn.Module):
         )
         self.latent_dim = latent_variable_size
         self.image_shape = _image_shape(image_size)
+        _check_layers("generator_hidden_layers", generator_hidden_layers)
         hidden = [generator_hidden_size] * generator_hidden_layers
         self.net = nn.Sequential(
             *_mlp([latent_variable_size, *hidden]),
@@ -76,6 +82,9 @@ class FCDiscriminator(nn.Module):
             discriminator_dropout=discriminator_dropout,
         )
         self.image_shape = _image_shape(image_size)
+        _check_layers("discriminator_hidden_layers", discriminator_hidden_layers)
+        if not 0 <= discriminator_dropout < 1:
+            raise ValueError(f"discriminator_dropout must be in [0, 1), got {discriminator_dropout}")
         hidden = [discriminator_hidden_size] * discriminator_hidden_layers
         self.net = nn.Sequential(
             *_mlp([image_size, *hidden], discriminator_dropout),

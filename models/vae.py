@@ -23,6 +23,10 @@ class VAE(nn.Module):
         self.config = dict(
             hidden_size=hidden_size, latent_dim=latent_dim, image_size=image_size, num_hidden_layers=num_hidden_layers
         )
+        if num_hidden_layers < 1:
+            raise ValueError(
+                f"num_hidden_layers must be 1 or more (encoder and decoder each need one), got {num_hidden_layers}"
+            )
         side = math.isqrt(image_size)
         if side * side != image_size:
             raise ValueError(f"image_size must be a square number of pixels (784 = 28x28), got {image_size}")

@@ -110,8 +110,8 @@ class Trainer:
         except NonFiniteLoss as error:
             kept = (
                 f"the checkpoint of epoch {self.epoch} is kept"
-                if self.checkpoint_path.exists()
-                else "nothing was saved"
+                if self.epoch > 0
+                else "nothing was saved (no epoch finished)"
             )
             raise UserError(
                 f"{error}; {kept} in {self.output_dir}: lower the learning rate or check the data"

@@ -44,7 +44,9 @@ def build_models(
     for name, cls in classes.items():
         kwargs = {k: v for k, v in model_kwargs.items() if k in accepted[name]}
         check_kwargs(kwargs, cls, dict_name)
-        check_positive(kwargs, [k for k, v in kwargs.items() if type(v) is int], dict_name)
+        # Sizes must be positive; layer counts are the models' to check (a generator may have none).
+        sizes = [k for k, v in kwargs.items() if type(v) is int and not k.endswith("_layers")]
+        check_positive(kwargs, sizes, dict_name)
         try:
             models[name] = cls(**kwargs)
         except ValueError as error:
@@ -65,6 +67,9 @@ def prepare_run(
     trainer = check_kwargs(trainer_kwargs, trainer_class, "trainer_kwargs")
     rates = [k for k in trainer if k.endswith("lr")]
     check_positive(trainer, ["num_epochs", "sample_every", *rates], "trainer_kwargs")
+    for key in ("beta1", "label_smoothing"):
+        if key in trainer:
+            require(0 <= trainer[key] < 1, f"trainer_kwargs['{key}'] must be in [0, 1), got {trainer[key]!r}")
     device = pick_device(trainer["device"])
     check_output_dir(trainer["output_dir"])
     seed_everything(trainer["seed"])

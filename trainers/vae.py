@@ -11,7 +11,7 @@ from torchvision.utils import save_image
 from datasets import InMemoryLoader, make_loader
 from trainers.base import Trainer
 from trainers.setup import optimizer_options, prepare_run
-from utils import pick_device
+from utils import pick_device, require
 
 
 class VAETrainer(Trainer):
@@ -108,6 +108,10 @@ def train_vae(
     """Check the kwargs dicts of a main script, build the model and data, and train."""
     models, dataset, trainer, device = prepare_run(
         {"vae": vae_class}, model_kwargs, dataset_kwargs, VAETrainer, trainer_kwargs, model_dict_name
+    )
+    require(
+        not dataset["normalize"],
+        "dataset_kwargs['normalize'] must be False for the VAE: its BCE loss needs pixels in [0, 1]",
     )
     vae = models["vae"]
     loader = make_loader(vae.image_shape, device, trainer["seed"], True, **dataset)
