@@ -1,0 +1,66 @@
+"""Fixtures: tiny hand-made data sets (real MNIST IDX files, a small image folder) and tiny configs.
+
+Nothing here touches the network or files outside pytest's temporary folders.
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+from pathlib import Path
+from urllib.error import URLError
+
+import pytest
+import torch
+import torchvision
+
+from helpers import N_TEST, N_TRAIN, REPO, Tiny, digit_like_images, write_idx, write_image_folder
+
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+# Tiny models gain nothing from threads, and on a busy 2-core machine OpenMP threads that
+# spin-wait on each other make every step ~100x slower. Subprocesses get the same setting
+# (helpers.script_env), which also makes their arithmetic bit-identical to in-process runs.
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def mnist(tmp_path_factory: pytest.TempPathFactory) -> types.SimpleNamespace:
+    """A tiny MNIST at root/MNIST/raw that torchvision.datasets.MNIST(root, download=False) reads."""
+    root = tmp_path_factory.mktemp("mnist_root")
+    train_images, train_labels = digit_like_images(N_TRAIN, seed=0)
+    test_images, test_labels = digit_like_images(N_TEST, seed=1)
+    write_idx(root / "MNIST" / "raw", "train", train_images, train_labels)
+    write_idx(root / "MNIST" / "raw", "t10k", test_images, test_labels)
+    return types.SimpleNamespace(
+        root=root,
+        train_images=train_images,
+        train_labels=train_labels,
+        test_images=test_images,
+        test_labels=test_labels,
+    )
+
+
+@pytest.fixture(scope="session")
+def image_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """root/<class>/*.jpg: 3 classes x 4 RGB JPEGs of 40x36 pixels with a coloured shape each."""
+    root = tmp_path_factory.mktemp("imgs")
+    write_image_folder(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny(mnist: types.SimpleNamespace, image_folder: Path) -> Tiny:
+    return Tiny(mnist.root, image_folder)
+
+
+@pytest.fixture(autouse=True)
+def _no_downloads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hermetic: a data set that is not on disk is never fetched, whatever the network."""
+
+    def refuse(self: object) -> None:
+        raise URLError("downloads are disabled in the test suite")
+
+    for cls in (torchvision.datasets.MNIST, torchvision.datasets.FashionMNIST, torchvision.datasets.CIFAR10):
+        monkeypatch.setattr(cls, "download", refuse)

@@ -1,0 +1,307 @@
+"""Checkpoints and resumption: exact continuation, interrupts (SIGINT, SIGTERM, SIGKILL), torn
+checkpoints, non-finite losses and extending a finished run."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import main_gan
+from helpers import (
+    REPO,
+    Tiny,
+    cli_args,
+    read_csv,
+    run_main_in_process,
+    run_script,
+    script_command,
+    script_env,
+    state_dicts_equal,
+    weights,
+)
+from models import VAE, DCGANDiscriminator, DCGANGenerator, FCDiscriminator, FCGenerator
+from trainers import GANTrainer, VAETrainer, train_gan, train_vae
+from utils import UserError
+
+LOSS_COLUMNS = {"gan": ["d_loss", "g_loss", "d_real", "d_fake"], "vae": ["loss", "test_loss", "kl"]}
+
+
+def _train(kind: str, tiny: Tiny, out: Path, **trainer):
+    if kind == "gan":
+        return train_gan(FCGenerator, FCDiscriminator, *tiny.gan(out, **trainer))
+    if kind == "dcgan":
+        return train_gan(DCGANGenerator, DCGANDiscriminator, *tiny.dcgan(out, **trainer))
+    return train_vae(VAE, *tiny.vae(out, **trainer))
+
+
+def _model_files(kind: str) -> list[str]:
+    return ["vae.pt"] if kind == "vae" else ["generator.pt", "discriminator.pt"]
+
+
+def _same_weights(kind: str, a: Path, b: Path) -> bool:
+    return all(state_dicts_equal(weights(a / name), weights(b / name)) for name in _model_files(kind))
+
+
+def _losses(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+@pytest.fixture(scope="module")
+def straight(tiny: Tiny, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Uninterrupted 3-epoch runs of each model, to compare every resumed run against."""
+    runs = {}
+    for kind in ("gan", "dcgan", "vae"):
+        out = tmp_path_factory.mktemp(f"straight_{kind}")
+        runs[kind] = (out, _train(kind, tiny, out, num_epochs=3))
+    return runs
+
+
+# ---------------------------------------------------------------------------- exact continuation
+
+
+@pytest.mark.parametrize("kind", ["gan", "dcgan", "vae"])
+def test_resume_after_an_epoch_is_bitwise_exact(kind: str, tiny: Tiny, tmp_path: Path, straight: dict) -> None:
+    reference_dir, reference = straight[kind]
+    _train(kind, tiny, tmp_path, num_epochs=1)
+    resumed = _train(kind, tiny, tmp_path, num_epochs=3)
+    assert _same_weights(kind, tmp_path, reference_dir)
+    assert _losses(resumed.history) == _losses(reference.history)
+    rows = read_csv(tmp_path / "losses.csv")[1]
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+
+
+def test_resume_from_a_checkpoint_elsewhere(tiny: Tiny, tmp_path: Path, straight: dict) -> None:
+    _train("gan", tiny, tmp_path / "first", num_epochs=1)
+    run = _train("gan", tiny, tmp_path / "second", num_epochs=3, resume=str(tmp_path / "first" / "checkpoint.pt"))
+    assert len(run.history) == 3
+    assert _same_weights("gan", tmp_path / "second", straight["gan"][0])
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("kind", ["gan", "vae"])
+def test_signal_mid_epoch_saves_and_resumes_exactly(
+    kind: str, signum: int, tiny: Tiny, tmp_path: Path, straight: dict, monkeypatch, capsys
+) -> None:
+    trainer_class = VAETrainer if kind == "vae" else GANTrainer
+    real_step = trainer_class.train_step
+    calls = {"n": 0}
+    steps_per_epoch = 4 if kind == "gan" else 8
+
+    def step_then_signal(self, batch):
+        terms = real_step(self, batch)
+        calls["n"] += 1
+        if calls["n"] == steps_per_epoch + 3:  # the 3rd step of epoch 2
+            handler = signal.getsignal(signum)
+            assert getattr(handler, "__self__", None) is self, "the trainer does not handle the signal"
+            signal.raise_signal(signum)
+        return terms
+
+    monkeypatch.setattr(trainer_class, "train_step", step_then_signal)
+    with pytest.raises(SystemExit) as info:
+        _train(kind, tiny, tmp_path, num_epochs=3)
+    assert info.value.code == 128 + signum
+    err = capsys.readouterr().err
+    name = signal.Signals(signum).name
+    expected = f"{name}: stopped in epoch 2 after step 3; checkpoint saved to {tmp_path / 'checkpoint.pt'}"
+    assert expected in err and "Run the same command again to resume" in err
+    checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert (checkpoint["epoch"], checkpoint["step"]) == (1, 3)
+
+    monkeypatch.setattr(trainer_class, "train_step", real_step)
+    resumed = _train(kind, tiny, tmp_path, num_epochs=3)
+    assert "resuming from" in capsys.readouterr().out
+    assert _same_weights(kind, tmp_path, straight[kind][0])
+    reference = _losses(straight[kind][1].history)
+    for row, expected_row in zip(_losses(resumed.history), reference, strict=True):
+        assert row == pytest.approx(expected_row, rel=1e-5)
+
+
+# ---------------------------------------------------------------------------- torn checkpoints
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda data: data[: len(data) // 2],
+        lambda data: b"",
+        lambda data: data[:100] + bytes(range(256)) * 4 + data[1124:],
+    ],
+    ids=["truncated", "empty", "garbled"],
+)
+def test_damaged_checkpoint_is_a_clear_error_and_is_kept(damage, tiny: Tiny, tmp_path: Path) -> None:
+    _train("gan", tiny, tmp_path, num_epochs=1)
+    path = tmp_path / "checkpoint.pt"
+    path.write_bytes(damage(path.read_bytes()))
+    before = _snapshot(tmp_path)
+    with pytest.raises(UserError) as info:
+        _train("gan", tiny, tmp_path, num_epochs=2)
+    message = str(info.value)
+    assert f"checkpoint '{path}'" in message and "\n" not in message
+    assert re.search(r"cannot read|not a training checkpoint", message)
+    assert _snapshot(tmp_path) == before  # nothing replaced, nothing added
+
+
+# ---------------------------------------------------------------------------- non-finite losses
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_loss_stops_and_keeps_the_last_good_epoch(
+    bad: float, tiny: Tiny, tmp_path: Path, straight: dict, monkeypatch
+) -> None:
+    _train("gan", tiny, tmp_path, num_epochs=1)
+    good = _snapshot(tmp_path)
+    real_step = GANTrainer.train_step
+    calls = {"n": 0}
+
+    def poisoned(self, batch):
+        terms = real_step(self, batch)
+        calls["n"] += 1
+        return {**terms, "g_loss": torch.tensor(bad)} if calls["n"] == 2 else terms
+
+    monkeypatch.setattr(GANTrainer, "train_step", poisoned)
+    with pytest.raises(UserError) as info:
+        _train("gan", tiny, tmp_path, num_epochs=3)
+    message = str(info.value)
+    assert re.search(rf"g_loss became {bad} in epoch 2", message)
+    assert "the checkpoint of epoch 1 is kept" in message and "\n" not in message
+    assert _snapshot(tmp_path) == good  # checkpoint, weights and logs of epoch 1 untouched
+
+    monkeypatch.setattr(GANTrainer, "train_step", real_step)
+    _train("gan", tiny, tmp_path, num_epochs=3)  # and the run can simply be continued
+    assert _same_weights("gan", tmp_path, straight["gan"][0])
+
+
+def test_diverging_run_says_nothing_was_saved(tiny: Tiny, tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=r"became (nan|inf).*in epoch 1.*nothing was saved.*lower the learning rate"):
+        _train("vae", tiny, tmp_path, num_epochs=2, lr=1e30)
+    assert not (tmp_path / "checkpoint.pt").exists() and not (tmp_path / "vae.pt").exists()
+
+
+def test_diverging_fresh_start_does_not_misreport_an_old_checkpoint(tiny: Tiny, tmp_path: Path) -> None:
+    """resume=False over an older run, diverging in epoch 1: the old checkpoint is not this run's 'epoch 0'."""
+    _train("vae", tiny, tmp_path, num_epochs=1)
+    old = (tmp_path / "checkpoint.pt").read_bytes()
+    with pytest.raises(UserError) as info:
+        _train("vae", tiny, tmp_path, num_epochs=2, lr=1e30, resume=False)
+    assert "epoch 0" not in str(info.value)
+    assert (tmp_path / "checkpoint.pt").read_bytes() == old
+
+
+# ---------------------------------------------------------------------------- changing num_epochs
+
+
+def test_more_epochs_continue_without_duplicate_rows(tiny: Tiny, tmp_path: Path, straight: dict) -> None:
+    first = _train("gan", tiny, tmp_path, num_epochs=2)
+    first_rows = [dict(row) for row in first.history]
+    run = _train("gan", tiny, tmp_path, num_epochs=3)
+    _, rows = read_csv(tmp_path / "losses.csv")
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert run.history[:2] == first_rows
+    for name in ("train_loss_curve_3.png", "generated_image_epoch_3.png"):
+        assert (tmp_path / name).is_file()
+    assert _same_weights("gan", tmp_path, straight["gan"][0])
+
+
+@pytest.mark.parametrize("num_epochs", [2, 1])
+def test_finished_run_is_not_trained_again(num_epochs: int, tiny: Tiny, tmp_path: Path, capsys) -> None:
+    _train("vae", tiny, tmp_path, num_epochs=2)
+    before = _snapshot(tmp_path)
+    capsys.readouterr()
+    run = _train("vae", tiny, tmp_path, num_epochs=num_epochs)
+    assert f"already trained 2 of num_epochs={num_epochs}; nothing to do" in capsys.readouterr().out
+    assert len(run.history) == 2
+    assert _snapshot(tmp_path) == before
+
+
+def test_resume_false_starts_over(tiny: Tiny, tmp_path: Path) -> None:
+    _train("gan", tiny, tmp_path / "a", num_epochs=2)
+    run = _train("gan", tiny, tmp_path / "a", num_epochs=1, resume=False, seed=5)
+    _train("gan", tiny, tmp_path / "b", num_epochs=1, seed=5)
+    assert len(run.history) == 1
+    assert len(read_csv(tmp_path / "a" / "losses.csv")[1]) == 1
+    assert _same_weights("gan", tmp_path / "a", tmp_path / "b")
+
+
+# ---------------------------------------------------------------------------- real processes
+
+
+@pytest.fixture(scope="module")
+def long_run(tiny: Tiny, tmp_path_factory: pytest.TempPathFactory) -> tuple[list[str], Path]:
+    """CLI arguments of a run long enough to interrupt, and the output of it run straight through
+    (in this process: the subprocesses use the same single thread, so their arithmetic is identical)."""
+    out = tmp_path_factory.mktemp("long_straight")
+    model, dataset, trainer = tiny.gan(out, {"max_samples": 512}, num_epochs=6)
+    del trainer["output_dir"]
+    args = cli_args(model, dataset, trainer)
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        run_main_in_process(main_gan, [*args, "--output-dir", str(out)], monkeypatch)
+    return args, out
+
+
+def _start_and_wait_for_checkpoint(args: list[str], out: Path) -> subprocess.Popen:
+    process = subprocess.Popen(
+        script_command("main_gan.py", *args, "--output-dir", out),
+        cwd=REPO,
+        env=script_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not (out / "checkpoint.pt").exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            stdout, stderr = process.communicate()
+            pytest.fail(f"no checkpoint appeared (exit {process.returncode}):\n{stderr[-2000:]}")
+        time.sleep(0.02)
+    return process
+
+
+def test_sigkill_then_rerun_equals_an_uninterrupted_run(long_run, tmp_path: Path) -> None:
+    args, reference = long_run
+    out = tmp_path / "killed"
+    process = _start_and_wait_for_checkpoint(args, out)
+    os.kill(process.pid, signal.SIGKILL)
+    process.communicate(timeout=60)
+    assert process.returncode == -signal.SIGKILL
+    epoch = torch.load(out / "checkpoint.pt", weights_only=True)["epoch"]
+    assert 1 <= epoch < 6  # really stopped part-way
+
+    result = run_script("main_gan.py", *args, "--output-dir", out)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "resuming from" in result.stdout
+    assert _same_weights("gan", out, reference)
+    assert [int(r["epoch"]) for r in read_csv(out / "losses.csv")[1]] == [1, 2, 3, 4, 5, 6]
+
+
+def test_sigint_then_rerun_equals_an_uninterrupted_run(long_run, tmp_path: Path) -> None:
+    args, reference = long_run
+    out = tmp_path / "interrupted"
+    process = _start_and_wait_for_checkpoint(args, out)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr[-2000:]
+    assert "Traceback" not in stderr
+    match = re.search(r"SIGINT: stopped in epoch (\d+) after step (\d+); checkpoint saved to (\S+)\.", stderr)
+    assert match, stderr[-2000:]
+    assert Path(match[3]) == out / "checkpoint.pt"
+    assert "Run the same command again to resume" in stderr
+    checkpoint = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert checkpoint["epoch"] == int(match[1]) - 1 and checkpoint["step"] == int(match[2]) >= 1
+
+    result = run_script("main_gan.py", *args, "--output-dir", out)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"step {checkpoint['step']})" in result.stdout  # "resuming from ... (epoch E, step S)"
+    assert _same_weights("gan", out, reference)
+    assert [int(r["epoch"]) for r in read_csv(out / "losses.csv")[1]] == [1, 2, 3, 4, 5, 6]

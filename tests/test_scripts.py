@@ -1,0 +1,161 @@
+"""The main scripts as a user runs them: subprocesses with CLI overrides, --help, and flag parsing."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+
+import main_dcgan
+import main_gan
+import main_vae
+from helpers import GAN_COLUMNS, VAE_COLUMNS, Tiny, cli_args, read_csv, run_main_in_process, run_script
+from utils import UserError, check_kwargs, load_model, parse_overrides
+
+SCRIPTS = {"main_gan.py": main_gan, "main_dcgan.py": main_dcgan, "main_vae.py": main_vae}
+
+
+def _tiny_cli(tiny: Tiny, script: str, out: Path) -> list[str]:
+    maker = {"main_gan.py": tiny.gan, "main_dcgan.py": tiny.dcgan, "main_vae.py": tiny.vae}[script]
+    return cli_args(*maker(out, num_epochs=2))
+
+
+@pytest.mark.parametrize(
+    ("script", "files", "columns", "model_file", "kind"),
+    [
+        ("main_gan.py", ["generator.pt", "discriminator.pt"], GAN_COLUMNS, "generator.pt", "FCGenerator"),
+        ("main_dcgan.py", ["generator.pt", "discriminator.pt"], GAN_COLUMNS, "generator.pt", "DCGANGenerator"),
+        ("main_vae.py", ["vae.pt", "reconstruction_epoch_2.png"], VAE_COLUMNS, "vae.pt", "VAE"),
+    ],
+)
+def test_script_trains_and_writes_outputs(
+    tiny: Tiny, tmp_path: Path, script: str, files: list[str], columns: list[str], model_file: str, kind: str
+) -> None:
+    out = tmp_path / "out"
+    result = run_script(script, *_tiny_cli(tiny, script, out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert "epoch 2/2" in result.stdout
+    for name in ["generated_image_epoch_1.png", "generated_image_epoch_2.png", "train_loss_curve_2.png", *files]:
+        assert (out / name).is_file(), name
+    names, rows = read_csv(out / "losses.csv")
+    assert names == columns and len(rows) == 2
+    model = load_model(out / model_file)
+    assert type(model).__name__ == kind
+    # The CLI overrides reached the model: the tiny sizes, not the script's defaults.
+    assert model.latent_dim == 8
+    assert sum(p.numel() for p in model.parameters()) < 200_000
+
+
+@pytest.mark.parametrize("script", sorted(SCRIPTS))
+def test_help_lists_every_key_with_its_default(
+    script: str, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module = SCRIPTS[script]
+    dicts = {name: value for name, value in vars(module).items() if name.endswith("_kwargs")}
+    assert len(dicts) == 3
+    with pytest.raises(SystemExit) as info:
+        run_main_in_process(module, ["--help"], monkeypatch)
+    assert info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps long lines
+    for dict_name, kwargs in dicts.items():
+        assert dict_name in text
+        for key, default in kwargs.items():
+            assert f"--{key.replace('_', '-')}" in text
+            assert f"(default: {default!r})" in text, key
+
+
+def test_spec_defaults_are_kept() -> None:
+    assert main_gan.mnist_model_kwargs["latent_variable_size"] == 64
+    assert main_gan.mnist_model_kwargs["image_size"] == 784
+    assert main_gan.trainer_kwargs["num_epochs"] == 200 and main_gan.trainer_kwargs["output_dir"] == "mnist_GAN"
+    assert main_dcgan.model_kwargs == {**main_dcgan.model_kwargs, "latent_dim": 100, "feature_maps": 64}
+    assert main_dcgan.dataset_kwargs["dataset_type"] == "cifar10"
+    assert main_vae.mnist_model_kwargs["hidden_size"] == 1024 and main_vae.mnist_model_kwargs["latent_dim"] == 512
+    assert main_vae.dataset_kwargs["normalize"] is False and main_vae.trainer_kwargs["lr"] == 1e-3
+    for module in SCRIPTS.values():
+        assert module.dataset_kwargs["batch_size"] == 16 and module.dataset_kwargs["shuffle"] is True
+
+
+# ---------------------------------------------------------------------------- parsing overrides
+
+
+def _parse(argv: list[str]) -> dict:
+    dicts = copy.deepcopy(
+        {
+            "model": main_gan.mnist_model_kwargs,
+            "dataset": main_gan.dataset_kwargs,
+            "trainer": {**main_gan.trainer_kwargs, "label_smoothing": 0.0},
+        }
+    )
+    parse_overrides("test", dicts, argv)
+    return dicts
+
+
+def test_overrides_are_parsed_by_the_default_type() -> None:
+    dicts = _parse(
+        [
+            "--generator-lr",
+            "1",
+            "--batch-size",
+            "64",
+            "--shuffle",
+            "off",
+            "--max-samples",
+            "500",
+            "--classes",
+            "1,7",
+            "--root",
+            "123",
+            "--output-dir",
+            "runs/x y",
+            "--label-smoothing",
+            "0.1",
+        ]
+    )
+    trainer, dataset = dicts["trainer"], dicts["dataset"]
+    assert trainer["generator_lr"] == 1.0 and isinstance(trainer["generator_lr"], float)
+    assert dataset["batch_size"] == 64 and dataset["shuffle"] is False
+    assert dataset["max_samples"] == 500 and dataset["classes"] == [1, 7]
+    assert dataset["root"] == "123" and trainer["output_dir"] == "runs/x y"
+    assert trainer["label_smoothing"] == 0.1
+    untouched = _parse([])
+    assert untouched["dataset"] == main_gan.dataset_kwargs  # nothing given, nothing changed
+
+
+@pytest.mark.parametrize("argv", [["--shuffle", "maybe"], ["--bogus-key", "1"], ["--batch-size"]])
+def test_malformed_flags_exit_2(argv: list[str], capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as info:
+        _parse(argv)
+    assert info.value.code == 2
+    assert "error:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["False", "false"])
+def test_resume_false_from_the_command_line_starts_over(
+    value: str, tiny: Tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The scripts document `resume: False starts over`; from the CLI that must work too."""
+    out = tmp_path / "run"
+    args = cli_args(*tiny.gan(out, {"max_samples": 16}, num_epochs=1))
+    run_main_in_process(main_gan, args, monkeypatch)
+    # Another architecture in the same folder is refused with resume=auto ...
+    with pytest.raises(UserError, match="generator_hidden_size"):
+        run_main_in_process(main_gan, [*args, "--generator-hidden-size", "24"], monkeypatch)
+    # ... and accepted, from scratch, with resume set to false.
+    run_main_in_process(main_gan, [*args, "--generator-hidden-size", "24", "--resume", value], monkeypatch)
+    assert load_model(out / "generator.pt").config["generator_hidden_size"] == 24
+
+
+def test_class_names_from_the_command_line(tiny: Tiny, tmp_path: Path) -> None:
+    """The scripts document classes as e.g. ["cat", "dog"]: `--classes cat,dog` must select those folders."""
+    from datasets import make_loader
+
+    dicts = {"dataset": dict(main_dcgan.dataset_kwargs, dataset_type="image_folder", root=str(tiny.folder_root))}
+    parse_overrides("test", dicts, ["--classes", "blue_disc,red_square"])
+    dataset = check_kwargs(dicts["dataset"], make_loader, "dataset_kwargs")
+    loader = make_loader((3, 8, 8), "cpu", 0, True, **dataset)
+    assert sorted(set(loader.labels.tolist())) == [0, 2]
+    assert torch.all((loader.labels == 0) | (loader.labels == 2))

@@ -1,0 +1,189 @@
+"""End to end through trainers.train_gan / train_vae on tiny data: files, logs, weights, learning."""
+
+from __future__ import annotations
+
+import math
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from helpers import GAN_COLUMNS, VAE_COLUMNS, Tiny, read_csv, state_dicts_equal, weights
+from models import VAE, DCGANDiscriminator, DCGANGenerator, FCDiscriminator, FCGenerator
+from trainers import train_gan, train_vae
+from utils import load_model
+
+GRID_SIDE = {28: 8 * 30 + 2, 32: 8 * 34 + 2}  # save_image: 8x8 tiles with 2-pixel padding
+
+
+@pytest.fixture(scope="module")
+def gan_run(tiny: Tiny, tmp_path_factory: pytest.TempPathFactory):
+    out = tmp_path_factory.mktemp("gan")
+    return out, train_gan(FCGenerator, FCDiscriminator, *tiny.gan(out, num_epochs=2))
+
+
+@pytest.fixture(scope="module")
+def dcgan_run(tiny: Tiny, tmp_path_factory: pytest.TempPathFactory):
+    out = tmp_path_factory.mktemp("dcgan")
+    return out, train_gan(DCGANGenerator, DCGANDiscriminator, *tiny.dcgan(out, num_epochs=2))
+
+
+@pytest.fixture(scope="module")
+def vae_run(tiny: Tiny, tmp_path_factory: pytest.TempPathFactory):
+    out = tmp_path_factory.mktemp("vae")
+    return out, train_vae(VAE, *tiny.vae(out, num_epochs=2))
+
+
+def _check_grid(path: Path, image_side: int) -> None:
+    with Image.open(path) as image:
+        image.verify()
+    with Image.open(path) as image:
+        assert image.size == (GRID_SIDE[image_side], GRID_SIDE[image_side])
+        extrema = image.convert("L").getextrema()
+        assert extrema[0] < extrema[1]  # not a blank picture
+
+
+def _check_log(out: Path, history: list[dict], columns: list[str]) -> None:
+    names, rows = read_csv(out / "losses.csv")
+    assert names == columns
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    for row, logged in zip(rows, history, strict=True):
+        for name in columns:
+            assert math.isfinite(float(row[name]))
+            assert float(row[name]) == pytest.approx(logged[name], rel=1e-6, abs=0.01)
+
+
+def test_fc_gan_writes_everything(gan_run) -> None:
+    out, run = gan_run
+    expected = {
+        "generated_image_epoch_1.png",
+        "generated_image_epoch_2.png",
+        "train_loss_curve_2.png",
+        "losses.csv",
+        "generator.pt",
+        "discriminator.pt",
+        "checkpoint.pt",
+    }
+    assert {p.name for p in out.iterdir()} == expected  # and no stray temp files
+    for name in ("generated_image_epoch_1.png", "generated_image_epoch_2.png"):
+        _check_grid(out / name, 28)
+    with Image.open(out / "train_loss_curve_2.png") as curve:
+        assert curve.size[0] > 300
+    assert len(run.history) == 2
+    _check_log(out, run.history, GAN_COLUMNS)
+    for row in run.history:
+        assert 0 < row["d_real"] < 1 and 0 < row["d_fake"] < 1
+        assert row["d_loss"] > 0 and row["g_loss"] > 0
+
+
+def test_fc_gan_discriminator_learns_to_tell_real_from_fake(tiny: Tiny, tmp_path: Path) -> None:
+    run = train_gan(FCGenerator, FCDiscriminator, *tiny.gan(tmp_path, {"max_samples": 256}, num_epochs=2))
+    last = run.history[-1]
+    assert last["d_real"] > last["d_fake"] + 0.1
+    assert last["d_loss"] < 2 * math.log(2)  # better than a coin toss on both halves
+
+
+@pytest.mark.parametrize("run_name", ["gan_run", "dcgan_run"])
+def test_gan_weights_reload_to_identical_outputs(run_name: str, request: pytest.FixtureRequest) -> None:
+    out, run = request.getfixturevalue(run_name)
+    generator = load_model(out / "generator.pt", kinds=(type(run.generator).__name__,))
+    discriminator = load_model(out / "discriminator.pt")
+    assert not generator.training and not discriminator.training
+    assert generator.config == run.generator.config
+    run.generator.eval()
+    run.discriminator.eval()
+    z = torch.randn(6, generator.latent_dim, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        images = run.generator(z)
+        assert torch.equal(generator(z), images)
+        assert torch.equal(discriminator(images), run.discriminator(images))
+    assert state_dicts_equal(generator.state_dict(), run.generator.state_dict())
+
+
+def test_dcgan_on_an_image_folder(dcgan_run) -> None:
+    out, run = dcgan_run
+    for name in ("generated_image_epoch_1.png", "generated_image_epoch_2.png"):
+        _check_grid(out / name, 32)
+    for name in ("train_loss_curve_2.png", "generator.pt", "discriminator.pt", "checkpoint.pt"):
+        assert (out / name).is_file()
+    _check_log(out, run.history, GAN_COLUMNS)
+    generator = load_model(out / "generator.pt")
+    assert isinstance(generator, DCGANGenerator)
+    assert generator(torch.randn(2, 8)).shape == (2, 3, 32, 32)
+    # The weights file also says what it was trained on.
+    meta = torch.load(out / "generator.pt", weights_only=True)["meta"]
+    assert meta["epoch"] == 2 and meta["dataset"]["dataset_type"] == "image_folder"
+
+
+def test_vae_writes_everything(vae_run) -> None:
+    out, run = vae_run
+    for epoch in (1, 2):
+        _check_grid(out / f"generated_image_epoch_{epoch}.png", 28)
+        with Image.open(out / f"reconstruction_epoch_{epoch}.png") as pairs:
+            assert pairs.size == (GRID_SIDE[28], GRID_SIDE[28])  # 4 rows of originals + 4 of reconstructions
+    for name in ("train_loss_curve_2.png", "vae.pt", "checkpoint.pt"):
+        assert (out / name).is_file()
+    _check_log(out, run.history, VAE_COLUMNS)
+    for row in run.history:
+        assert row["loss"] == pytest.approx(row["reconstruction"] + row["kl"], rel=1e-5)
+        assert row["test_loss"] == pytest.approx(row["test_reconstruction"] + row["test_kl"], rel=1e-5)
+        assert row["kl"] >= 0 and row["test_kl"] >= 0
+
+
+def test_vae_weights_reload_to_identical_outputs(vae_run) -> None:
+    out, run = vae_run
+    vae = load_model(out / "vae.pt", kinds=("VAE",))
+    run.vae.eval()
+    x = torch.rand(5, 784, generator=torch.Generator().manual_seed(3))
+    z = torch.randn(5, 8, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        assert torch.equal(vae.reconstruct(x), run.vae.reconstruct(x))
+        assert torch.equal(vae.decode(z), run.vae.decode(z))
+
+
+def test_vae_loss_falls(tiny: Tiny, tmp_path: Path) -> None:
+    run = train_vae(VAE, *tiny.vae(tmp_path, {"max_samples": 256}, num_epochs=4))
+    losses = [row["loss"] for row in run.history]
+    test_losses = [row["test_loss"] for row in run.history]
+    assert losses[-1] < 0.8 * losses[0]
+    assert test_losses[-1] < 0.8 * test_losses[0]
+
+
+def test_same_seed_same_weights_other_seed_other_weights(tiny: Tiny, tmp_path: Path) -> None:
+    runs = [
+        train_gan(FCGenerator, FCDiscriminator, *tiny.gan(tmp_path / name, num_epochs=1, seed=seed))
+        for name, seed in (("a", 1), ("b", 1), ("c", 2))
+    ]
+    a, b, c = (weights(tmp_path / name / "generator.pt") for name in "abc")
+    assert state_dicts_equal(a, b)
+    assert not state_dicts_equal(a, c)
+    assert runs[0].history[0]["d_loss"] == runs[1].history[0]["d_loss"]
+
+
+def test_sample_grids_follow_sample_every(tiny: Tiny, tmp_path: Path) -> None:
+    train_gan(FCGenerator, FCDiscriminator, *tiny.gan(tmp_path, {"max_samples": 16}, num_epochs=5, sample_every=3))
+    grids = sorted(p.name for p in tmp_path.glob("generated_image_epoch_*.png"))
+    assert grids == ["generated_image_epoch_1.png", "generated_image_epoch_3.png", "generated_image_epoch_5.png"]
+    assert (tmp_path / "train_loss_curve_5.png").is_file()
+
+
+def test_caller_dicts_are_not_changed(tiny: Tiny, tmp_path: Path) -> None:
+    model, dataset, trainer = tiny.vae(tmp_path, num_epochs=1)
+    copies = [dict(model), dict(dataset), dict(trainer)]
+    train_vae(VAE, model, dataset, trainer)
+    assert [model, dataset, trainer] == copies
+
+
+def test_signal_handlers_are_restored(tiny: Tiny, tmp_path: Path) -> None:
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    train_gan(FCGenerator, FCDiscriminator, *tiny.gan(tmp_path, {"max_samples": 16}, num_epochs=1))
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+
+
+def test_fixed_noise_gives_the_same_grid_latents_every_run(gan_run, tiny: Tiny, tmp_path: Path) -> None:
+    _, run = gan_run
+    other = train_gan(FCGenerator, FCDiscriminator, *tiny.gan(tmp_path, {"max_samples": 16}, num_epochs=1))
+    assert run.fixed_noise.shape == (64, 8)
+    assert torch.equal(run.fixed_noise, other.fixed_noise)  # drawn from the seed alone, not the training RNG
