@@ -61,6 +61,32 @@ def load_images(
     return images.contiguous(), labels
 
 
+def load_test_images(
+    dataset: dict,
+    image_shape: tuple[int, int, int],
+    root: str | None = None,
+    max_samples: int | None = None,
+    classes: list | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The test images of the data a model was trained on. `dataset` is the dataset kwargs saved
+    in its weights file; `root` (if given) says where the data are now. An image_folder has no
+    test split: its images are used."""
+    return load_images(
+        dataset.get("dataset_type", "mnist"),
+        root if root is not None else dataset.get("root", "data"),
+        train=False,
+        image_shape=image_shape,
+        max_samples=max_samples,
+        classes=classes,
+    )
+
+
+def to_float(images: torch.Tensor, normalize: bool) -> torch.Tensor:
+    """uint8 pixels -> floats in [-1, 1] if normalize (GANs, tanh output), else [0, 1] (VAE, BCE targets)."""
+    scale, shift = (2 / 255, -1.0) if normalize else (1 / 255, 0.0)
+    return images.float().mul_(scale).add_(shift)
+
+
 def _open_builtin(dataset_type: str, root: str, train: bool) -> torchvision.datasets.VisionDataset:
     dataset_class = BUILTIN[dataset_type]
     try:
@@ -83,6 +109,13 @@ def _open_builtin(dataset_type: str, root: str, train: bool) -> torchvision.data
                 else ""
             )
         ) from None
+
+
+def as_class_list(classes: list | int | str | None) -> list | None:
+    """7, "cat" or "cat,dog" (as typed on the command line) -> [7], ["cat"], ["cat", "dog"]."""
+    if isinstance(classes, (int, str)):
+        return [int(c) if c.strip().isdigit() else c.strip() for c in str(classes).split(",")]
+    return classes
 
 
 def _class_indices(classes: list, names: list[str]) -> list[int]:
@@ -166,8 +199,7 @@ class InMemoryLoader:
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
-        # normalize: pixels in [-1, 1] (GANs, tanh output); otherwise [0, 1] (VAE, BCE target).
-        self.scale, self.shift = (2 / 255, -1.0) if normalize else (1 / 255, 0.0)
+        self.normalize = normalize
 
     def __len__(self) -> int:
         return -(-len(self.images) // self.batch_size)
@@ -179,7 +211,7 @@ class InMemoryLoader:
         return torch.randperm(len(self.images), generator=generator)
 
     def to_float(self, images: torch.Tensor) -> torch.Tensor:
-        return images.float().mul_(self.scale).add_(self.shift)
+        return to_float(images, self.normalize)
 
     def batches(self, epoch: int, start: int = 0) -> Iterator[torch.Tensor]:
         """The batches of one epoch as float (B, C, H, W), skipping the first `start`."""
@@ -210,8 +242,7 @@ def make_loader(
     require(batch_size > 0, f"batch_size must be positive, got {batch_size}")
     require(max_samples is None or max_samples > 0, f"max_samples must be positive or None, got {max_samples}")
     require(num_workers >= 0, f"num_workers must be 0 or more, got {num_workers}")
-    if isinstance(classes, (int, str)):  # 7, "cat" or "cat,dog" (from the command line)
-        classes = [int(c) if c.strip().isdigit() else c.strip() for c in str(classes).split(",")]
+    classes = as_class_list(classes)
     images, labels = load_images(
         dataset_type,
         root,

@@ -132,6 +132,21 @@ def parse_overrides(description: str, dicts: dict[str, dict], argv: list[str] | 
         dicts[owner[key]][key] = value
 
 
+def analysis_main(
+    description: str,
+    paths: dict[str, str],
+    kwargs_name: str,
+    kwargs: dict,
+    run: Callable[..., Any],
+    argv: list[str] | None = None,
+) -> Any:
+    """The main of an analysis script: `paths` (weights_path, output_dir) and every key of its
+    kwargs dict can be overridden from the command line; then `run(weights_path, output_dir, **kwargs)`."""
+    paths, kwargs = dict(paths), dict(kwargs)  # the module's own dicts stay as written
+    parse_overrides(description, {"paths": paths, kwargs_name: kwargs}, argv)
+    return run(paths["weights_path"], paths["output_dir"], **check_kwargs(kwargs, run, kwargs_name))
+
+
 # ---------------------------------------------------------------------------- runtime
 
 
@@ -216,7 +231,40 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", kinds: tupl
 
     `kinds` restricts which model classes are acceptable (e.g. generators only).
     """
+    return _build_model(read_checkpoint(path), path, device, kinds)
+
+
+def load_trained(
+    path: str | Path, device: str | torch.device, kinds: tuple[str, ...], purpose: str, suggestion: str
+) -> tuple[nn.Module, dict]:
+    """For the analysis scripts: the model in `path` (one of `kinds`) and the dataset kwargs it was
+    trained with, so that the script finds the same data without being told."""
     checkpoint = read_checkpoint(path)
+    kind = checkpoint.get("kind")
+    require(
+        kind not in MODELS or kind in kinds,
+        f"'{path}' holds a {kind}, but {purpose} needs a {' or '.join(kinds)}: {suggestion}",
+    )
+    model = _build_model(checkpoint, path, device, kinds)
+    return model, dict((checkpoint.get("meta") or {}).get("dataset") or {})
+
+
+def resolve_weights(weights_path: str, output_dir: str, default: str, expected: str) -> tuple[Path, Path]:
+    """An analysis script's weights file and output folder. An empty weights_path means `default`,
+    what a main script writes; an empty output_dir means the folder of the weights."""
+    if not weights_path:
+        script = "main_" + default.split("_")[1].split("/")[0].lower() + ".py"  # mnist_GAN/... -> main_gan.py
+        require(
+            Path(default).is_file(),
+            f"weights_path is empty and the default '{default}' (written by {script}) is not there: "
+            f"train first with python {script}, or set --weights-path to {expected}",
+        )
+        weights_path = default
+    path = Path(weights_path)
+    return path, Path(output_dir) if output_dir else path.parent
+
+
+def _build_model(checkpoint: dict, path: str | Path, device: str | torch.device, kinds: tuple[str, ...] | None):
     kind = checkpoint.get("kind")
     require(
         kind in MODELS and isinstance(checkpoint.get("state_dict"), dict),

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from datasets import make_loader
+from datasets import as_class_list, make_loader
 from utils import UserError, check_kwargs, keyword_defaults, pick_device, require, seed_everything, unknown_key
 
 
@@ -64,6 +64,7 @@ def prepare_run(
 ) -> tuple[dict[str, nn.Module], dict, dict, torch.device]:
     """Validate the three kwargs dicts, seed, build the models; return (models, dataset, trainer kwargs, device)."""
     dataset = check_kwargs(dataset_kwargs, make_loader, "dataset_kwargs")
+    dataset["classes"] = as_class_list(dataset["classes"])  # saved with the weights in this form
     trainer = check_kwargs(trainer_kwargs, trainer_class, "trainer_kwargs")
     rates = [k for k in trainer if k.endswith("lr")]
     check_positive(trainer, ["num_epochs", "sample_every", *rates], "trainer_kwargs")

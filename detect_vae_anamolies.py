@@ -1,0 +1,319 @@
+"""Anomaly detection with a trained VAE: images it reconstructs badly are flagged as anomalies.
+
+The score of an image is its reconstruction error, the binary cross-entropy summed over its
+pixels (the reconstruction term of the VAE's loss), decoded from the mean latent. Normal
+images are clean test images; the anomalies are, by `anomaly`:
+    gaussian_noise   the same images plus N(0, noise_std^2) noise          (the default)
+    salt_pepper      the same images with a fraction salt_pepper_amount of pixels set to 0 or 1
+    patch            the same images with a patch_size x patch_size square set to patch_value
+    classes          test images of the labels the VAE was not trained on (train one on some
+                     digits only first: python main_vae.py --classes 1,7)
+Corrupted images are clipped to [0, 1]. An image is flagged when its error is above the
+`threshold_percentile` percentile of the normal images' errors. Writes, into output_dir:
+    reconstruction_error_distribution.png   histograms of the errors, normal vs anomalous
+    roc_curve.png                           ROC curve of the error as a score, with its AUROC
+    anomaly_examples.png                    rows: normal, its reconstruction, anomalous, its reconstruction
+    anomaly_scores.csv                      a row per scored image
+    anomaly_summary.json                    AUROC, threshold, precision, recall and F1
+
+Set weights_path and output_dir below, or override them and any key of anomaly_kwargs from the
+command line with dashes for underscores:
+    python detect_vae_anamolies.py --weights-path runs/vae17/vae.pt --anomaly classes
+An empty weights_path reads mnist_VAE/vae.pt (what main_vae.py writes); an empty output_dir
+writes beside the weights file.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # write files only; never needs a display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score, roc_curve  # noqa: E402
+from torch import nn  # noqa: E402
+from torchvision.utils import save_image  # noqa: E402
+
+from datasets import as_class_list, load_test_images, to_float  # noqa: E402
+from trainers.setup import check_output_dir  # noqa: E402
+from utils import (  # noqa: E402
+    analysis_main,
+    load_trained,
+    pick_device,
+    require,
+    resolve_weights,
+    run_cli,
+    seed_everything,
+)
+
+weights_path = ""  # point to the respective directory and .pt file (vae.pt)
+output_dir = ""  # point to the output directory where the result is stored (empty: beside the weights)
+
+anomaly_kwargs = {
+    "anomaly": "gaussian_noise",  # gaussian_noise, salt_pepper, patch or classes
+    "noise_std": 0.2,  # gaussian_noise: standard deviation, pixels being in [0, 1]
+    "salt_pepper_amount": 0.1,  # salt_pepper: fraction of pixels set to 0 or 1
+    "patch_size": 10,  # patch: side of the square, in pixels
+    "patch_value": 0.0,  # patch: what the square is filled with (0 erases, 1 paints white)
+    "threshold_percentile": 95.0,  # flag images above this percentile of the normal images' errors
+    "num_images": None,  # score only the first N test images (None: all of them)
+    "root": None,  # where the test images are; None = the root the VAE was trained with
+    "seed": 0,  # draws the corruptions
+    "device": "auto",  # cuda, then mps, then cpu
+}
+
+DEFAULT_WEIGHTS = "mnist_VAE/vae.pt"  # main_vae.py's output_dir
+CORRUPTIONS = ("gaussian_noise", "salt_pepper", "patch")
+ANOMALIES = (*CORRUPTIONS, "classes")
+BATCH_SIZE = 1000
+# Which strength keys belong to which corruption (reported in the summary).
+_STRENGTH_PREFIX = {"gaussian_noise": "noise_", "salt_pepper": "salt_pepper_", "patch": "patch_"}
+
+
+def load_vae(path: Path, device: torch.device) -> tuple[nn.Module, dict]:
+    """The VAE in `path` and the dataset kwargs it was trained with (checkpoint meta)."""
+    vae, dataset = load_trained(path, device, ("VAE",), "anomaly detection", "use vae.pt from main_vae.py's output_dir")
+    require(
+        not dataset.get("normalize", False),
+        f"'{path}' was trained on pixels in [-1, 1] (normalize=True): the BCE error needs a VAE trained on [0, 1]",
+    )
+    return vae, dataset
+
+
+def corrupt(images: torch.Tensor, anomaly: str, generator: torch.Generator, **strength: float) -> torch.Tensor:
+    """Corrupted copies of float images (N, C, H, W) in [0, 1], clipped back to [0, 1].
+
+    `strength` holds noise_std, salt_pepper_amount, patch_size and patch_value (only the one
+    for `anomaly` is used).
+    """
+    n, _, height, width = images.shape
+    out = images.clone()
+    if anomaly == "gaussian_noise":
+        out += strength["noise_std"] * torch.randn(images.shape, generator=generator)
+    elif anomaly == "salt_pepper":
+        # One draw per pixel position, shared by the channels: a pixel turns black or white.
+        u = torch.rand((n, 1, height, width), generator=generator)
+        amount = strength["salt_pepper_amount"]
+        out = torch.where(u < amount / 2, 0.0, torch.where(u < amount, 1.0, out))
+    elif anomaly == "patch":
+        size = int(strength["patch_size"])
+        tops = torch.randint(0, height - size + 1, (n,), generator=generator)
+        lefts = torch.randint(0, width - size + 1, (n,), generator=generator)
+        for i, (top, left) in enumerate(zip(tops.tolist(), lefts.tolist(), strict=True)):
+            out[i, :, top : top + size, left : left + size] = strength["patch_value"]
+    else:
+        raise ValueError(f"unknown corruption {anomaly!r}")
+    return out.clamp(0, 1)
+
+
+@torch.no_grad()
+def reconstruction_errors(vae: nn.Module, images: torch.Tensor, device: torch.device) -> np.ndarray:
+    """Per-image BCE summed over pixels between images in [0, 1] and their reconstruction from mu."""
+    errors = []
+    for batch in images.split(BATCH_SIZE):
+        x = batch.to(device).flatten(1)
+        logits = vae.decode_logits(vae.encode(x)[0])
+        # BCE on logits: the same number as BCELoss on sigmoid outputs, without its log(0) clamp.
+        errors.append(F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(1).cpu())
+    return torch.cat(errors).numpy().astype(np.float64)
+
+
+def trained_labels(dataset: dict, root: str | None, image_shape: tuple[int, int, int], path: Path) -> set[int]:
+    """The label indices the VAE was trained on, from the `classes` of its dataset kwargs."""
+    classes = dataset.get("classes")
+    require(
+        classes is not None,
+        f"'{path}' was trained on all classes (classes=None), so no class is held out: anomaly 'classes' needs a "
+        "VAE trained on some of them, e.g. python main_vae.py --classes 1,7",
+    )
+    classes = as_class_list(classes)
+    if all(isinstance(c, int) and not isinstance(c, bool) for c in classes):
+        return set(classes)
+    # Class names: let the data set map them to label indices, as training did.
+    _, labels = load_test_images(dataset, image_shape, root, classes=classes)
+    return set(labels.unique().tolist())
+
+
+def score_threshold(errors: np.ndarray, is_anomaly: np.ndarray, threshold_percentile: float) -> dict[str, float]:
+    """AUROC of the error as an anomaly score; precision, recall and F1 of flagging errors above the
+    `threshold_percentile` percentile of the normal images' errors."""
+    threshold = float(np.percentile(errors[~is_anomaly], threshold_percentile))
+    flagged = errors > threshold
+    return {
+        "auroc": float(roc_auc_score(is_anomaly, errors)),
+        "threshold": threshold,
+        "precision": float(precision_score(is_anomaly, flagged, zero_division=0)),
+        "recall": float(recall_score(is_anomaly, flagged, zero_division=0)),
+        "f1": float(f1_score(is_anomaly, flagged, zero_division=0)),
+    }
+
+
+def plot_histograms(
+    errors: np.ndarray, is_anomaly: np.ndarray, names: tuple[str, str], summary: dict, path: Path
+) -> None:
+    bins = np.histogram_bin_edges(errors, bins=60)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for flag, name, color in ((False, names[0], "tab:blue"), (True, names[1], "tab:red")):
+        # density: the two groups may differ in size (anomaly 'classes')
+        ax.hist(errors[is_anomaly == flag], bins=bins, alpha=0.55, density=True, color=color, label=name)
+    ax.axvline(summary["threshold"], color="black", ls="--", lw=1, label=f"threshold ({summary['threshold']:.1f})")
+    ax.set_xlabel("reconstruction error (BCE summed over pixels)")
+    ax.set_ylabel("density")
+    ax.set_title(f"VAE reconstruction error per image (AUROC {summary['auroc']:.3f})")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_roc(errors: np.ndarray, is_anomaly: np.ndarray, summary: dict, path: Path) -> None:
+    fpr, tpr, _ = roc_curve(is_anomaly, errors)
+    flagged = errors > summary["threshold"]
+    point = (flagged[~is_anomaly].mean(), flagged[is_anomaly].mean())  # (FPR, TPR) at the threshold
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot(fpr, tpr, color="tab:red", label=f"VAE reconstruction error (AUROC {summary['auroc']:.3f})")
+    ax.plot([0, 1], [0, 1], color="grey", ls=":", label="chance")
+    ax.plot(*point, "ko", label=f"threshold: precision {summary['precision']:.2f}, recall {summary['recall']:.2f}")
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title("ROC curve")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+@torch.no_grad()
+def save_examples(
+    vae: nn.Module, normal: torch.Tensor, anomalous: torch.Tensor, path: Path, device: torch.device
+) -> None:
+    """Rows of up to 8: normal images, their reconstructions, anomalous images, their reconstructions."""
+    n = min(8, len(normal), len(anomalous))
+    shape = (-1, *vae.image_shape)
+    rows = []
+    for images in (normal[:n], anomalous[:n]):
+        rows += [images, vae.reconstruct(images.to(device)).view(shape).cpu()]
+    save_image(torch.cat(rows), path, nrow=n, padding=2, pad_value=0.5)
+
+
+def run_detection(
+    weights_path: str,
+    output_dir: str,
+    *,
+    anomaly: str = "gaussian_noise",
+    noise_std: float = 0.2,
+    salt_pepper_amount: float = 0.1,
+    patch_size: int = 10,
+    patch_value: float = 0.0,
+    threshold_percentile: float = 95.0,
+    num_images: int | None = None,
+    root: str | None = None,
+    seed: int = 0,
+    device: str = "auto",
+) -> dict:
+    """Score normal and anomalous test images with the VAE in `weights_path`, write the plots,
+    scores and summary into output_dir; returns the summary."""
+    require(anomaly in ANOMALIES, f"unknown anomaly '{anomaly}': use one of {', '.join(ANOMALIES)}")
+    require(noise_std >= 0, f"noise_std must be 0 or more, got {noise_std}")
+    require(0 <= salt_pepper_amount <= 1, f"salt_pepper_amount must be in [0, 1], got {salt_pepper_amount}")
+    require(0 <= patch_value <= 1, f"patch_value must be in [0, 1], got {patch_value}")
+    require(0 < threshold_percentile < 100, f"threshold_percentile must be in (0, 100), got {threshold_percentile}")
+    require(num_images is None or num_images > 0, f"num_images must be positive or None, got {num_images}")
+    path, folder = resolve_weights(weights_path, output_dir, DEFAULT_WEIGHTS, "a vae.pt")
+    torch_device = pick_device(device)
+    seed_everything(seed)
+    vae, dataset = load_vae(path, torch_device)
+    side = min(vae.image_shape[1:])
+    require(1 <= patch_size <= side, f"patch_size must be between 1 and the image side {side}, got {patch_size}")
+    check_output_dir(str(folder))
+
+    images, labels = load_test_images(dataset, vae.image_shape, root, max_samples=num_images)
+    clean = to_float(images, normalize=False)  # the VAE's [0, 1] range
+
+    if anomaly == "classes":
+        trained = trained_labels(dataset, root, vae.image_shape, path)
+        is_anomaly = ~np.isin(labels.numpy(), sorted(trained))
+        require(
+            is_anomaly.any(),
+            f"'{path}' was trained on every class in the test images ({sorted(trained)}): no class is held out; "
+            "train a VAE on some classes only, e.g. python main_vae.py --classes 1,7",
+        )
+        require(
+            (~is_anomaly).any(),
+            f"none of the {len(labels)} test images scored has a trained class {sorted(trained)}: raise num_images",
+        )
+        scored, scored_labels, corrupted = clean, labels.numpy(), np.zeros(len(clean), dtype=bool)
+        indices = np.arange(len(clean))
+        names = (f"trained classes {sorted(trained)}", "held-out classes")
+        details = {"classes_trained": sorted(trained)}
+    else:
+        # Every image twice: clean (normal) and corrupted (anomalous), a balanced test.
+        generator = torch.Generator().manual_seed(seed)
+        strength = dict(
+            noise_std=noise_std, salt_pepper_amount=salt_pepper_amount, patch_size=patch_size, patch_value=patch_value
+        )
+        scored = torch.cat([clean, corrupt(clean, anomaly, generator, **strength)])
+        scored_labels = np.tile(labels.numpy(), 2)
+        corrupted = np.repeat([False, True], len(clean))
+        is_anomaly = corrupted
+        indices = np.tile(np.arange(len(clean)), 2)
+        names = ("clean", anomaly.replace("_", " "))
+        details = {k: v for k, v in strength.items() if k.startswith(_STRENGTH_PREFIX[anomaly])}
+
+    errors = reconstruction_errors(vae, scored, torch_device)
+    summary = {
+        "weights_path": str(path),
+        "anomaly": anomaly,
+        **details,
+        "num_normal": int((~is_anomaly).sum()),
+        "num_anomalous": int(is_anomaly.sum()),
+        "mean_error_normal": float(errors[~is_anomaly].mean()),
+        "mean_error_anomalous": float(errors[is_anomaly].mean()),
+        "threshold_percentile": threshold_percentile,
+        **score_threshold(errors, is_anomaly, threshold_percentile),
+    }
+
+    plot_histograms(errors, is_anomaly, names, summary, folder / "reconstruction_error_distribution.png")
+    plot_roc(errors, is_anomaly, summary, folder / "roc_curve.png")
+    save_examples(vae, scored[~is_anomaly], scored[is_anomaly], folder / "anomaly_examples.png", torch_device)
+    with open(folder / "anomaly_scores.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["index", "label", "corrupted", "anomaly", "error", "flagged"])
+        for row in zip(
+            indices, scored_labels, corrupted, is_anomaly, errors, errors > summary["threshold"], strict=True
+        ):
+            i, label, was_corrupted, truth, error, flagged = row
+            writer.writerow([int(i), int(label), int(was_corrupted), int(truth), f"{error:.4f}", int(flagged)])
+    with open(folder / "anomaly_summary.json", "w") as f:
+        json.dump(summary, f, indent=2)
+
+    print(f"VAE anomaly detection ({names[0]} vs {names[1]}), {path}:")
+    print(f"  images: {summary['num_normal']} normal, {summary['num_anomalous']} anomalous")
+    print(f"  mean error: {summary['mean_error_normal']:.2f} normal, {summary['mean_error_anomalous']:.2f} anomalous")
+    print(f"  AUROC {summary['auroc']:.4f}, threshold {summary['threshold']:.2f}")
+    print(
+        f"  at the {threshold_percentile:g}th percentile of normal errors: precision {summary['precision']:.3f}, "
+        f"recall {summary['recall']:.3f}, F1 {summary['f1']:.3f}"
+    )
+    print(
+        f"  written to {folder}: reconstruction_error_distribution.png, roc_curve.png, anomaly_examples.png, "
+        "anomaly_scores.csv, anomaly_summary.json"
+    )
+    return summary
+
+
+def main(argv: list[str] | None = None) -> dict:
+    paths = {"weights_path": weights_path, "output_dir": output_dir}
+    return analysis_main(__doc__, paths, "anomaly_kwargs", anomaly_kwargs, run_detection, argv)
+
+
+if __name__ == "__main__":
+    run_cli(main)

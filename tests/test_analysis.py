@@ -1,0 +1,384 @@
+"""The three analysis scripts on tiny models trained here, on tiny data written here.
+
+Nothing is read from outside the temp folders: MNIST is a few hundred synthetic images in
+the IDX format torchvision reads, and the DCGAN's data a folder of random JPEGs.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # the scripts live at the repository root
+    sys.path.insert(0, str(ROOT))
+
+import detect_vae_anamolies as anomalies  # noqa: E402
+import latent_space_interpolation as interpolation  # noqa: E402
+import latent_space_vae as latent_map  # noqa: E402
+from models import VAE, DCGANDiscriminator, DCGANGenerator, FCDiscriminator, FCGenerator  # noqa: E402
+from trainers import train_gan, train_vae  # noqa: E402
+from utils import UserError  # noqa: E402
+
+# ---------------------------------------------------------------------------- tiny data and models
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """IDX file of uint8: magic 2049 (labels, 1-D) or 2051 (images, 3-D), big-endian sizes."""
+    magic = 2049 if array.ndim == 1 else 2051
+    with open(path, "wb") as f:
+        f.write(struct.pack(">i", magic))
+        f.write(struct.pack(f">{array.ndim}i", *array.shape))
+        f.write(array.astype(np.uint8).tobytes())
+
+
+def fake_digits(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """28x28 images whose label decides where a bright bar is: separable, as digits are."""
+    labels = np.arange(n) % 10
+    images = (rng.random((n, 28, 28)) * 40).astype(np.uint8)
+    for i, label in enumerate(labels):
+        images[i, 4:24, 2 + 2 * label : 5 + 2 * label] = 255
+        images[i, 2 + 2 * label : 5 + 2 * label, 4:24] = 200
+    return images, labels
+
+
+@pytest.fixture(scope="module")
+def mnist_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 300), ("t10k", 200)):
+        images, labels = fake_digits(n, rng)
+        write_idx(raw / f"{split}-images-idx3-ubyte", images)
+        write_idx(raw / f"{split}-labels-idx1-ubyte", labels)
+    return root
+
+
+def tiny_trainer(output_dir: Path) -> dict:
+    return {"num_epochs": 1, "output_dir": str(output_dir), "device": "cpu", "seed": 0, "resume": False}
+
+
+@pytest.fixture(scope="module")
+def vae_path(mnist_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("vae")
+    dataset = {
+        "dataset_type": "mnist",
+        "root": str(mnist_root),
+        "max_samples": 256,
+        "batch_size": 32,
+        "normalize": False,
+    }
+    train_vae(VAE, {"hidden_size": 64, "latent_dim": 8}, dataset, tiny_trainer(out))
+    return out / "vae.pt"
+
+
+@pytest.fixture(scope="module")
+def vae17_path(mnist_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A VAE trained on the digits 1 and 7 only: the others are held out."""
+    out = tmp_path_factory.mktemp("vae17")
+    dataset = {
+        "dataset_type": "mnist",
+        "root": str(mnist_root),
+        "batch_size": 16,
+        "normalize": False,
+        "classes": [1, 7],
+    }
+    train_vae(VAE, {"hidden_size": 64, "latent_dim": 8}, dataset, tiny_trainer(out))
+    return out / "vae.pt"
+
+
+@pytest.fixture(scope="module")
+def gan_dir(mnist_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("gan")
+    model = {"latent_variable_size": 8, "generator_hidden_size": 32, "discriminator_hidden_size": 32}
+    dataset = {"dataset_type": "mnist", "root": str(mnist_root), "max_samples": 256, "batch_size": 64}
+    train_gan(FCGenerator, FCDiscriminator, model, dataset, tiny_trainer(out))
+    return out
+
+
+@pytest.fixture(scope="module")
+def dcgan_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(1)
+    for name in ("cats", "dogs"):
+        (folder / name).mkdir()
+        for i in range(8):
+            Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(folder / name / f"{i}.jpg")
+    out = tmp_path_factory.mktemp("dcgan")
+    model = {"latent_dim": 8, "feature_maps": 8, "image_channels": 3, "image_size": 32}
+    dataset = {"dataset_type": "image_folder", "root": str(folder), "batch_size": 8}
+    train_gan(DCGANGenerator, DCGANDiscriminator, model, dataset, tiny_trainer(out))
+    return out
+
+
+@pytest.fixture
+def corrupt_file(tmp_path: Path) -> Path:
+    path = tmp_path / "corrupt.pt"
+    path.write_bytes(b"not a checkpoint at all" * 10)
+    return path
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+# ---------------------------------------------------------------------------- interpolation
+
+
+def test_slerp_ends_at_the_two_latents_and_keeps_the_norm() -> None:
+    z0, z1 = torch.randn(2, 4, 16, generator=torch.Generator().manual_seed(0))
+    path = interpolation.interpolate(z0, z1, 7, "slerp")
+    assert path.shape == (4, 7, 16)
+    torch.testing.assert_close(path[:, 0], z0)
+    torch.testing.assert_close(path[:, -1], z1)
+    # Between two latents of the same norm, slerp stays on their sphere (lerp cuts inside it).
+    unit0, unit1 = z0 / z0.norm(dim=1, keepdim=True), z1 / z1.norm(dim=1, keepdim=True)
+    norms = interpolation.interpolate(unit0, unit1, 7, "slerp").norm(dim=2)
+    torch.testing.assert_close(norms, torch.ones_like(norms))
+    assert (interpolation.interpolate(unit0, unit1, 7, "lerp").norm(dim=2)[:, 3] < 0.99).all()
+
+
+def test_lerp_midpoint_and_slerp_parallel_fallback() -> None:
+    z0, z1 = torch.randn(2, 3, 8, generator=torch.Generator().manual_seed(1))
+    path = interpolation.interpolate(z0, z1, 3, "lerp")
+    torch.testing.assert_close(path[:, 0], z0)
+    torch.testing.assert_close(path[:, 1], (z0 + z1) / 2)
+    torch.testing.assert_close(path[:, 2], z1)
+    # Parallel latents: the angle is 0 and slerp's formula would divide by zero; it falls back to lerp.
+    parallel = interpolation.interpolate(z0, 2 * z0, 5, "slerp")
+    assert torch.isfinite(parallel).all()
+    torch.testing.assert_close(parallel, interpolation.interpolate(z0, 2 * z0, 5, "lerp"))
+
+
+def check_outputs(folder: Path, rows: int, steps: int, side: int, mode: str) -> np.ndarray:
+    with Image.open(folder / "latent_space_interpolation.png") as grid:
+        grid.load()
+        # save_image's grid: 2-pixel padding around every image
+        assert grid.size == (steps * (side + 2) + 2, rows * (side + 2) + 2)
+        assert grid.mode == mode
+        pixels = np.asarray(grid)
+    with Image.open(folder / "latent_space_interpolation.gif") as gif:
+        assert gif.n_frames > 1
+    return pixels
+
+
+def test_interpolation_fc_gan(gan_dir: Path, tmp_path: Path) -> None:
+    args = ["--weights-path", str(gan_dir / "generator.pt"), "--num-rows", "3", "--num-steps", "5", "--device", "cpu"]
+    first = check_outputs(
+        Path(interpolation.main([*args, "--output-dir", str(tmp_path / "a")])["grid"]).parent, 3, 5, 28, "RGB"
+    )
+    second = check_outputs(
+        Path(interpolation.main([*args, "--output-dir", str(tmp_path / "b")])["grid"]).parent, 3, 5, 28, "RGB"
+    )
+    np.testing.assert_array_equal(first, second)  # the seed decides everything
+    interpolation.main([*args, "--output-dir", str(tmp_path / "c"), "--seed", "1"])
+    third = check_outputs(tmp_path / "c", 3, 5, 28, "RGB")
+    assert not np.array_equal(first, third)
+
+
+def test_interpolation_dcgan(dcgan_dir: Path, tmp_path: Path) -> None:
+    args = ["--weights-path", str(dcgan_dir / "generator.pt"), "--output-dir", str(tmp_path), "--device", "cpu"]
+    interpolation.main([*args, "--num-rows", "2", "--num-steps", "4", "--method", "lerp"])
+    pixels = check_outputs(tmp_path, 2, 4, 32, "RGB")
+    assert pixels.std() > 0
+
+
+def test_interpolation_vae(vae_path: Path, tmp_path: Path) -> None:
+    args = ["--weights-path", str(vae_path), "--output-dir", str(tmp_path), "--num-rows", "4", "--num-steps", "6"]
+    interpolation.main([*args, "--device", "cpu"])
+    check_outputs(tmp_path, 4, 6, 28, "RGB")
+
+
+def test_interpolation_empty_weights_path_reads_main_gan_output(
+    gan_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError, match="weights_path is empty.*mnist_GAN/generator.pt"):
+        interpolation.main(["--device", "cpu"])
+    (tmp_path / "mnist_GAN").mkdir()
+    shutil.copy(gan_dir / "generator.pt", tmp_path / "mnist_GAN" / "generator.pt")
+    interpolation.main(["--device", "cpu", "--num-rows", "2", "--num-steps", "3"])
+    check_outputs(tmp_path / "mnist_GAN", 2, 3, 28, "RGB")  # empty output_dir: beside the weights
+
+
+def test_interpolation_wrong_inputs(gan_dir: Path, corrupt_file: Path, tmp_path: Path) -> None:
+    out = ["--output-dir", str(tmp_path), "--device", "cpu"]
+    cases = [
+        (tmp_path / "missing.pt", "not found"),
+        (corrupt_file, "cannot read"),
+        (gan_dir / "discriminator.pt", "interpolation needs a FCGenerator.*use the generator"),
+        (gan_dir, "is a folder"),
+        (gan_dir / "checkpoint.pt", "no known 'kind'"),  # the training checkpoint, not model weights
+    ]
+    for weights, message in cases:
+        with pytest.raises(UserError, match=message):
+            interpolation.main(["--weights-path", str(weights), *out])
+    with pytest.raises(UserError, match="unknown method 'cubic'"):
+        interpolation.main(["--weights-path", str(gan_dir / "generator.pt"), "--method", "cubic", *out])
+    with pytest.raises(UserError, match="num_steps must be at least 2"):
+        interpolation.main(["--weights-path", str(gan_dir / "generator.pt"), "--num-steps", "1", *out])
+
+
+# ---------------------------------------------------------------------------- anomaly detection
+
+SUMMARY_KEYS = {
+    "auroc",
+    "threshold",
+    "threshold_percentile",
+    "precision",
+    "recall",
+    "f1",
+    "num_normal",
+    "num_anomalous",
+}
+
+
+def check_anomaly_outputs(folder: Path, rows: int) -> tuple[dict, list[dict]]:
+    for name in ("reconstruction_error_distribution.png", "roc_curve.png", "anomaly_examples.png"):
+        with Image.open(folder / name) as image:
+            image.verify()
+    summary = json.loads((folder / "anomaly_summary.json").read_text())
+    assert SUMMARY_KEYS <= set(summary)
+    for key in ("auroc", "precision", "recall", "f1"):
+        assert 0.0 <= summary[key] <= 1.0
+    scores = read_csv(folder / "anomaly_scores.csv")
+    assert len(scores) == rows
+    assert {"index", "label", "corrupted", "error"} <= set(scores[0])
+    assert all(float(row["error"]) >= 0 for row in scores)
+    return summary, scores
+
+
+@pytest.mark.parametrize("anomaly", ["gaussian_noise", "salt_pepper", "patch"])
+def test_anomalies_of_corrupted_images(vae_path: Path, tmp_path: Path, anomaly: str) -> None:
+    argv = ["--weights-path", str(vae_path), "--output-dir", str(tmp_path), "--num-images", "40", "--device", "cpu"]
+    summary = anomalies.main([*argv, "--anomaly", anomaly])
+    written, scores = check_anomaly_outputs(tmp_path, 80)  # every image clean and corrupted
+    assert written["auroc"] == pytest.approx(summary["auroc"])
+    assert sum(int(row["corrupted"]) for row in scores) == 40
+    assert summary["num_normal"] == summary["num_anomalous"] == 40
+
+
+def test_corruptions_stay_in_range() -> None:
+    clean = torch.rand(6, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    strength = {"noise_std": 0.5, "salt_pepper_amount": 0.2, "patch_size": 6, "patch_value": 1.0}
+    for anomaly in ("gaussian_noise", "salt_pepper", "patch"):
+        out = anomalies.corrupt(clean, anomaly, torch.Generator().manual_seed(0), **strength)
+        assert out.shape == clean.shape and 0 <= out.min() and out.max() <= 1
+        assert not torch.equal(out, clean)
+    patched = anomalies.corrupt(clean, "patch", torch.Generator().manual_seed(0), **strength)
+    assert ((patched == 1.0).flatten(1).sum(1) >= 36).all()  # a full 6x6 square in every image
+
+
+def test_anomalies_of_held_out_classes(vae17_path: Path, tmp_path: Path) -> None:
+    argv = ["--weights-path", str(vae17_path), "--output-dir", str(tmp_path), "--anomaly", "classes", "--device", "cpu"]
+    summary = anomalies.main([*argv, "--num-images", "100"])
+    _, scores = check_anomaly_outputs(tmp_path, 100)
+    assert summary["classes_trained"] == [1, 7]
+    for row in scores:
+        assert int(row["anomaly"]) == (int(row["label"]) not in (1, 7))
+    assert summary["num_normal"] == 20 and summary["num_anomalous"] == 80
+
+
+def test_trained_labels_from_indices_and_names(mnist_root: Path) -> None:
+    def labels(classes: object) -> set[int]:
+        dataset = {"dataset_type": "mnist", "classes": classes}
+        return anomalies.trained_labels(dataset, str(mnist_root), (1, 28, 28), Path("vae.pt"))
+
+    assert labels([1, 7]) == {1, 7}
+    assert labels(3) == {3}  # a single class from the command line (--classes 3) is kept as an int
+    assert labels(["1 - one", 7]) == {1, 7}  # torchvision's MNIST class names
+    with pytest.raises(UserError, match="trained on all classes"):
+        labels(None)
+
+
+def test_anomaly_wrong_inputs(vae_path: Path, gan_dir: Path, corrupt_file: Path, tmp_path: Path) -> None:
+    out = ["--output-dir", str(tmp_path), "--device", "cpu", "--num-images", "20"]
+    cases = [
+        (["--weights-path", str(tmp_path / "missing.pt")], "not found"),
+        (["--weights-path", str(corrupt_file)], "cannot read"),
+        (["--weights-path", str(gan_dir / "generator.pt")], "holds a FCGenerator, but anomaly detection needs a VAE"),
+        (["--weights-path", str(gan_dir / "discriminator.pt")], "needs a VAE"),
+        (["--weights-path", str(vae_path), "--anomaly", "classes"], "trained on all classes"),
+        (["--weights-path", str(vae_path), "--anomaly", "blur"], "unknown anomaly 'blur'"),
+        (["--weights-path", str(vae_path), "--patch-size", "40", "--anomaly", "patch"], "patch_size must be between"),
+        (["--weights-path", str(vae_path), "--threshold-percentile", "100"], "threshold_percentile must be in"),
+        (["--weights-path", str(vae_path), "--noise-std", "big"], r"anomaly_kwargs\['noise_std'\] must be float"),
+    ]
+    for argv, message in cases:
+        with pytest.raises(UserError, match=message):
+            anomalies.main([*argv, *out])
+
+
+def test_anomaly_empty_weights_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError, match="weights_path is empty.*mnist_VAE/vae.pt"):
+        anomalies.main([])
+
+
+def test_script_error_is_one_line_with_exit_status_2(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "detect_vae_anamolies.py"), "--weights-path", str(tmp_path / "nope.pt")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("error:") and "not found" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+# ---------------------------------------------------------------------------- latent map
+
+
+def test_embed_2d_gives_one_point_per_image() -> None:
+    latents = np.random.default_rng(0).normal(size=(50, 8))
+    points, variance = latent_map.embed_2d(latents, "pca")
+    assert points.shape == (50, 2)
+    assert len(variance) == 2 and 0 < variance[1] <= variance[0] <= 1
+    points, variance = latent_map.embed_2d(latents, "tsne", perplexity=10)
+    assert points.shape == (50, 2) and variance is None
+
+
+@pytest.mark.parametrize("method", ["pca", "tsne"])
+def test_latent_map(vae_path: Path, tmp_path: Path, method: str) -> None:
+    argv = ["--weights-path", str(vae_path), "--output-dir", str(tmp_path), "--device", "cpu", "--method", method]
+    result = latent_map.main([*argv, "--num-images", "120"])
+    assert result["points"].shape == (120, 2) and len(result["labels"]) == 120
+    with Image.open(tmp_path / "latents_space_2d.png") as image:
+        image.verify()
+    summary = json.loads((tmp_path / "latent_summary.json").read_text())
+    for key in ("knn_accuracy_2d", "knn_accuracy_latent"):
+        assert 0.0 <= summary[key] <= 1.0
+    for key in ("silhouette_2d", "silhouette_latent"):
+        assert -1.0 <= summary[key] <= 1.0
+    assert summary["num_images"] == 120 and summary["latent_dim"] == 8
+    if method == "pca":
+        assert 0 < summary["explained_variance_total"] <= 1
+    else:
+        assert summary["explained_variance_ratio"] is None
+
+
+def test_latent_map_wrong_inputs(gan_dir: Path, vae_path: Path, corrupt_file: Path, tmp_path: Path) -> None:
+    out = ["--output-dir", str(tmp_path), "--device", "cpu"]
+    cases = [
+        (["--weights-path", str(tmp_path / "missing.pt")], "not found"),
+        (["--weights-path", str(corrupt_file)], "cannot read"),
+        (["--weights-path", str(gan_dir / "generator.pt")], "the latent map needs a VAE"),
+        (["--weights-path", str(vae_path), "--method", "umap"], "unknown method 'umap'"),
+    ]
+    for argv, message in cases:
+        with pytest.raises(UserError, match=message):
+            latent_map.main([*argv, *out])
