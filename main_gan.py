@@ -14,6 +14,7 @@ mnist_model_kwargs = {
     "generator_hidden_size": 256,  # (change, if required)
     "image_size": 784,  # 28x28 --> flatten (Fixed)
     "generator_hidden_layers": 2,
+    "generator_batchnorm": True,  # BatchNorm after each hidden layer of the generator: smooth strokes sooner
     "discriminator_hidden_layers": 2,
     "discriminator_dropout": 0.3,
 }
@@ -37,6 +38,8 @@ trainer_kwargs = {
     "device": "auto",  # cuda, then mps, then cpu
     "sample_every": 10,  # epochs between sample grids (the first and last are always drawn)
     "resume": "auto",  # continue from output_dir/checkpoint.pt if there is one; False starts over
+    "label_smoothing": 0.1,  # the discriminator's target for real images is 1 - label_smoothing
+    "ema_decay": 0.999,  # grids and generator.pt use an exponential moving average of the weights; 0: off
 }
 
 

@@ -20,10 +20,13 @@ def _check_layers(name: str, count: int) -> None:
         raise ValueError(f"{name} must be 0 or more, got {count}")
 
 
-def _mlp(sizes: list[int], dropout: float = 0.0) -> list[nn.Module]:
+def _mlp(sizes: list[int], dropout: float = 0.0, batchnorm: bool = False) -> list[nn.Module]:
     layers: list[nn.Module] = []
     for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=False):
-        layers += [nn.Linear(n_in, n_out), nn.LeakyReLU(0.2)]
+        layers.append(nn.Linear(n_in, n_out, bias=not batchnorm))  # BatchNorm's shift is the bias
+        if batchnorm:
+            layers.append(nn.BatchNorm1d(n_out))
+        layers.append(nn.LeakyReLU(0.2))
         if dropout:
             layers.append(nn.Dropout(dropout))
     return layers
@@ -38,6 +41,7 @@ class FCGenerator(nn.Module):
         generator_hidden_size: int = 256,
         image_size: int = 784,
         generator_hidden_layers: int = 2,
+        generator_batchnorm: bool = True,
     ) -> None:
         super().__init__()
         self.config = dict(
@@ -45,13 +49,14 @@ class FCGenerator(nn.Module):
             generator_hidden_size=generator_hidden_size,
             image_size=image_size,
             generator_hidden_layers=generator_hidden_layers,
+            generator_batchnorm=generator_batchnorm,
         )
         self.latent_dim = latent_variable_size
         self.image_shape = _image_shape(image_size)
         _check_layers("generator_hidden_layers", generator_hidden_layers)
         hidden = [generator_hidden_size] * generator_hidden_layers
         self.net = nn.Sequential(
-            *_mlp([latent_variable_size, *hidden]),
+            *_mlp([latent_variable_size, *hidden], batchnorm=generator_batchnorm),
             nn.Linear(hidden[-1] if hidden else latent_variable_size, image_size),
             nn.Tanh(),
         )

@@ -92,14 +92,16 @@ def test_gan_weights_reload_to_identical_outputs(run_name: str, request: pytest.
     discriminator = load_model(out / "discriminator.pt")
     assert not generator.training and not discriminator.training
     assert generator.config == run.generator.config
-    run.generator.eval()
+    exported = run.exported_models()["generator"]  # the weight average (EMA) the grids show
+    assert exported is run.ema and not state_dicts_equal(exported.state_dict(), run.generator.state_dict())
+    exported.eval()
     run.discriminator.eval()
     z = torch.randn(6, generator.latent_dim, generator=torch.Generator().manual_seed(7))
     with torch.no_grad():
-        images = run.generator(z)
+        images = exported(z)
         assert torch.equal(generator(z), images)
         assert torch.equal(discriminator(images), run.discriminator(images))
-    assert state_dicts_equal(generator.state_dict(), run.generator.state_dict())
+    assert state_dicts_equal(generator.state_dict(), exported.state_dict())
 
 
 def test_dcgan_on_an_image_folder(dcgan_run) -> None:

@@ -77,6 +77,10 @@ class Trainer:
     def save_samples(self, epoch: int) -> None:
         raise NotImplementedError
 
+    def exported_models(self) -> dict[str, nn.Module]:
+        """The models written as {name}.pt each epoch (checkpoint.pt holds all of `models`)."""
+        return self.models
+
     def evaluate(self) -> dict[str, float]:
         """Extra numbers for the epoch's row (e.g. a test loss); none by default."""
         return {}
@@ -174,7 +178,7 @@ class Trainer:
         if epoch == 1 or epoch % self.sample_every == 0 or epoch == self.num_epochs:
             self.save_samples(epoch)
         self._write_logs()
-        for name, model in self.models.items():
+        for name, model in self.exported_models().items():
             save_model(model, self.output_dir / f"{name}.pt", epoch=epoch, dataset=self.config.get("dataset", {}))
         self._save_checkpoint()
         summary = ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 
 import torch
@@ -37,6 +38,7 @@ class GANTrainer(Trainer):
         discriminator_lr: float = 0.0002,
         beta1: float = 0.5,
         label_smoothing: float = 0.1,
+        ema_decay: float = 0.999,
         output_dir: str = "mnist_GAN",
         seed: int = 0,
         device: str = "auto",
@@ -53,8 +55,12 @@ class GANTrainer(Trainer):
                 discriminator.parameters(), discriminator_lr, betas=(beta1, 0.999), **opts
             ),
         }
+        models = {"generator": generator, "discriminator": discriminator}
+        self.ema_decay = ema_decay
+        if ema_decay > 0:
+            models["generator_ema"] = copy.deepcopy(generator).requires_grad_(False)
         super().__init__(
-            {"generator": generator, "discriminator": discriminator},
+            models,
             optimizers,
             loader,
             config,
@@ -66,6 +72,7 @@ class GANTrainer(Trainer):
             resume=resume,
         )
         self.generator, self.discriminator = generator, discriminator
+        self.ema = models.get("generator_ema")
         self.real_target = 1.0 - label_smoothing
         self.fixed_noise = self.make_fixed_noise(generator.latent_dim)
 
@@ -89,6 +96,8 @@ class GANTrainer(Trainer):
         self.optimizers["generator"].zero_grad(set_to_none=True)
         g_loss.backward()
         self.optimizers["generator"].step()
+        if self.ema is not None:
+            self._update_ema()
 
         return {
             "d_loss": d_loss.detach(),
@@ -98,10 +107,22 @@ class GANTrainer(Trainer):
         }
 
     @torch.no_grad()
+    def _update_ema(self) -> None:
+        """ema = decay * ema + (1 - decay) * generator, and the same for BatchNorm's running stats."""
+        ema_state, state = self.ema.state_dict(), self.generator.state_dict()
+        floats = [k for k, v in state.items() if v.is_floating_point()]
+        torch._foreach_lerp_([ema_state[k] for k in floats], [state[k] for k in floats], 1 - self.ema_decay)
+
+    def exported_models(self) -> dict[str, nn.Module]:
+        """generator.pt holds the averaged weights (what the grids show); the raw ones stay in checkpoint.pt."""
+        return {"generator": self.ema or self.generator, "discriminator": self.discriminator}
+
+    @torch.no_grad()
     def save_samples(self, epoch: int) -> None:
-        self.generator.eval()
-        images = self.generator(self.fixed_noise).view(-1, *self.generator.image_shape)
-        self.generator.train()
+        generator = self.ema or self.generator
+        generator.eval()
+        images = generator(self.fixed_noise).view(-1, *generator.image_shape)
+        generator.train()
         save_image(
             images, self.output_dir / f"generated_image_epoch_{epoch}.png", nrow=8, normalize=True, value_range=(-1, 1)
         )
