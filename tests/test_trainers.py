@@ -189,3 +189,21 @@ def test_fixed_noise_gives_the_same_grid_latents_every_run(gan_run, tiny: Tiny, 
     other = train_gan(FCGenerator, FCDiscriminator, *tiny.gan(tmp_path, {"max_samples": 16}, num_epochs=1))
     assert run.fixed_noise.shape == (64, 8)
     assert torch.equal(run.fixed_noise, other.fixed_noise)  # drawn from the seed alone, not the training RNG
+
+
+def test_generator_weight_average(tiny: Tiny, tmp_path: Path) -> None:
+    """ema_decay=0 exports the trained generator itself; ema_decay=1 keeps the initial weights;
+    anything between trains the same run (the average never feeds back into training)."""
+    runs = {}
+    for decay in (0.0, 0.5, 1.0):
+        out = tmp_path / str(decay)
+        runs[decay] = train_gan(FCGenerator, FCDiscriminator, *tiny.gan(out, num_epochs=1, ema_decay=decay))
+    torch.manual_seed(0)  # the trainer's seed: the same initial weights as every run above
+    initial = FCGenerator(**runs[0.0].generator.config)
+    assert runs[0.0].ema is None
+    assert state_dicts_equal(weights(tmp_path / "0.0" / "generator.pt"), runs[0.0].generator.state_dict())
+    assert state_dicts_equal(runs[0.5].generator.state_dict(), runs[0.0].generator.state_dict())
+    exported = weights(tmp_path / "0.5" / "generator.pt")
+    assert not state_dicts_equal(exported, runs[0.5].generator.state_dict())
+    frozen = weights(tmp_path / "1.0" / "generator.pt")
+    assert all(torch.equal(frozen[k], v) for k, v in initial.state_dict().items() if k.endswith("weight"))
