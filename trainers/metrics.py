@@ -1,0 +1,242 @@
+"""Quality metrics of generated images, measured with a small classifier trained on the real data.
+
+Every feature metric compares the classifier's penultimate-layer features of generated images
+with those of the real test images (FID and KID do the same with Inception features, which are
+neither available offline nor meaningful for 28x28 digits):
+
+- frechet_distance: Fréchet distance between Gaussians fitted to the two feature sets (Heusel et al. 2017);
+- kid: kernel distance, unbiased squared MMD with a cubic polynomial kernel (Bińkowski et al. 2018),
+  averaged over random subsets; unlike the Fréchet distance it has no bias for small samples;
+- classifier_score: exp(E[KL(p(y|x) || p(y))]), the Inception score's analogue: 1 to 10, higher is better;
+- class_entropy_bits: entropy of the histogram of predicted classes; log2(10) = 3.32 when every class
+  is as frequent as any other, low when the generator collapses onto a few modes;
+- precision, recall: the share of generated images inside the real images' k-NN balls, and of real
+  images inside the generated ones' (Kynkäänniemi et al. 2019): fidelity and coverage, in [0, 1].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from datasets import load_images, to_float
+from models import SmallCNN
+from trainers.classifier import DataSource, Unsupported, data_source, get_classifier
+from utils import UserError
+
+GENERATOR_METRICS = ("frechet_distance", "kid", "classifier_score", "class_entropy_bits", "precision", "recall")
+MAX_IMAGES = 10_000  # real test images (and as many generated ones) per evaluation: all of MNIST's test split
+
+# ---------------------------------------------------------------------------- the metrics themselves
+
+
+def frechet_distance(real: np.ndarray, fake: np.ndarray) -> float:
+    """|mu_r - mu_f|^2 + Tr(S_r + S_f - 2 (S_r S_f)^1/2) between Gaussians fitted to two (N, D) feature sets."""
+    mu_r, mu_f = real.mean(0), fake.mean(0)
+    cov_r, cov_f = np.cov(real, rowvar=False), np.cov(fake, rowvar=False)
+    # Tr((S_r S_f)^1/2) = sum of sqrt(eigenvalues of S_r^1/2 S_f S_r^1/2), a symmetric PSD matrix:
+    # eigh stays real and stable where scipy's sqrtm of the non-symmetric product can turn complex.
+    values, vectors = np.linalg.eigh(cov_r)
+    root_r = (vectors * np.sqrt(values.clip(0))) @ vectors.T
+    cross = np.linalg.eigvalsh(root_r @ cov_f @ root_r).clip(0)
+    distance = ((mu_r - mu_f) ** 2).sum() + np.trace(cov_r) + np.trace(cov_f) - 2 * np.sqrt(cross).sum()
+    return float(max(distance, 0.0))  # rounding can leave -1e-12 for identical sets
+
+
+def kernel_distance(
+    real: np.ndarray, fake: np.ndarray, subsets: int = 100, subset_size: int = 1000, seed: int = 0
+) -> float:
+    """KID: unbiased MMD^2 with the kernel k(x, y) = (x.y / D + 1)^3, the mean over random subsets."""
+    size = min(subset_size, len(real), len(fake))
+    if size < 2:
+        raise ValueError("the kernel distance needs at least 2 samples of each set")
+    rng = np.random.default_rng(seed)
+    dim = real.shape[1]
+    estimates = []
+    for _ in range(subsets):
+        x = real[rng.choice(len(real), size, replace=False)]
+        y = fake[rng.choice(len(fake), size, replace=False)]
+        k_xx, k_yy, k_xy = ((a @ b.T / dim + 1) ** 3 for a, b in ((x, x), (y, y), (x, y)))
+        # Unbiased: leave out the diagonals (each sample's kernel with itself).
+        within = (k_xx.sum() - np.trace(k_xx) + k_yy.sum() - np.trace(k_yy)) / (size * (size - 1))
+        estimates.append(within - 2 * k_xy.mean())
+    return float(np.mean(estimates))
+
+
+def classifier_score(probs: np.ndarray) -> float:
+    """exp(mean KL(p(y|x) || p(y))) over the whole set (the Inception score without splits)."""
+    probs = probs.clip(1e-12)
+    marginal = probs.mean(0, keepdims=True)
+    return float(np.exp((probs * (np.log(probs) - np.log(marginal))).sum(1).mean()))
+
+
+def class_entropy_bits(probs: np.ndarray) -> float:
+    """Entropy (bits) of how often each class is the predicted one."""
+    counts = np.bincount(probs.argmax(1), minlength=probs.shape[1])
+    share = counts[counts > 0] / counts.sum()
+    return float(-(share * np.log2(share)).sum() + 0.0)  # + 0.0: no "-0.0" for a single class
+
+
+def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3, chunk: int = 1000) -> tuple[float, float]:
+    """Improved precision and recall (Kynkäänniemi et al. 2019) with k-nearest-neighbour balls."""
+    offset = real.mean(0)  # centring shrinks the norms, and with them the rounding of |a|^2 + |b|^2 - 2ab
+    real_t = torch.from_numpy(real - offset).float()
+    fake_t = torch.from_numpy(fake - offset).float()
+    # float32 distances of identical points come out ~1e-6 of the squared norms instead of 0: a point
+    # counts as inside a ball it sits on the edge of.
+    tolerance = 1e-5 * float((real_t**2).sum(1).mean())
+    real_radii = _knn_radii(real_t, k, chunk)
+    fake_radii = _knn_radii(fake_t, k, chunk)
+    precision = _inside_any_ball(fake_t, real_t, real_radii, tolerance, chunk).mean()
+    recall = _inside_any_ball(real_t, fake_t, fake_radii, tolerance, chunk).mean()
+    return float(precision), float(recall)
+
+
+def _squared_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return ((a**2).sum(1, keepdim=True) + (b**2).sum(1) - 2 * a @ b.T).clamp_(min=0)
+
+
+def _knn_radii(points: torch.Tensor, k: int, chunk: int) -> torch.Tensor:
+    """Squared distance of each point to its k-th nearest neighbour (itself excluded: the (k+1)-th)."""
+    k = min(k, len(points) - 1)
+    return torch.cat(
+        [
+            _squared_distances(points[i : i + chunk], points).kthvalue(k + 1, dim=1).values
+            for i in range(0, len(points), chunk)
+        ]
+    )
+
+
+def _inside_any_ball(
+    queries: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor, tolerance: float, chunk: int
+) -> np.ndarray:
+    return torch.cat(
+        [
+            (_squared_distances(queries[i : i + chunk], centres) <= radii + tolerance).any(1)
+            for i in range(0, len(queries), chunk)
+        ]
+    ).numpy()
+
+
+def feature_metrics(
+    real_features: np.ndarray, fake_features: np.ndarray, fake_probs: np.ndarray, seed: int = 0
+) -> dict[str, float]:
+    """All generator metrics of one generated set against the real one."""
+    precision, recall = precision_recall(real_features, fake_features)
+    return {
+        "frechet_distance": frechet_distance(real_features, fake_features),
+        "kid": kernel_distance(real_features, fake_features, seed=seed),
+        "classifier_score": classifier_score(fake_probs),
+        "class_entropy_bits": class_entropy_bits(fake_probs),
+        "precision": precision,
+        "recall": recall,
+    }
+
+
+# ---------------------------------------------------------------------------- applying them to a generator
+
+
+def fit_to_classifier(images: torch.Tensor, image_shape: tuple[int, int, int]) -> torch.Tensor:
+    """Float images in [0, 1] at any shape -> the classifier's: grey <-> RGB, then an anti-aliased resize.
+    Real and generated images both pass through it, so a conversion changes both alike."""
+    channels, height, width = image_shape
+    if images.shape[1] == 1 and channels == 3:
+        images = images.expand(-1, 3, -1, -1)
+    elif images.shape[1] == 3 and channels == 1:
+        images = (images * images.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    if tuple(images.shape[2:]) != (height, width):
+        images = F.interpolate(images, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
+    return images.clamp(0, 1)
+
+
+class GeneratorEvaluator:
+    """Holds the classifier and the real test images' features; scores generated images against them."""
+
+    def __init__(
+        self,
+        classifier: SmallCNN,
+        real_images: torch.Tensor,
+        record: dict,
+        device: torch.device | str = "cpu",
+        seed: int = 0,
+        batch_size: int = 500,
+    ) -> None:
+        """`real_images`: uint8 (N, C, H, W) at the generator's image shape; `record`: the classifier's."""
+        self.classifier, self.record = classifier.to(device).eval(), record
+        self.device, self.seed, self.batch_size = torch.device(device), seed, batch_size
+        self.num_images = len(real_images)
+        batches = (to_float(real_images[i : i + batch_size], False) for i in range(0, len(real_images), batch_size))
+        self.real_features, self.real_probs = self.embed(batches)
+
+    @torch.no_grad()
+    def embed(self, batches: Iterable[torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
+        """Float [0, 1] image batches -> (features, class probabilities) as float64 arrays."""
+        features, probs = [], []
+        for images in batches:
+            x = fit_to_classifier(images.to(self.device).float(), self.classifier.image_shape)
+            f, logits = self.classifier.features_and_logits(x)
+            features.append(f.double().cpu())
+            probs.append(logits.double().softmax(1).cpu())
+        return torch.cat(features).numpy(), torch.cat(probs).numpy()
+
+    def evaluate_images(self, batches: Iterable[torch.Tensor]) -> dict[str, float]:
+        """Metrics of a set of float [0, 1] images (given in batches) against the real test images."""
+        features, probs = self.embed(batches)
+        return feature_metrics(self.real_features, features, probs, self.seed)
+
+    @torch.no_grad()
+    def evaluate_generator(self, sample: Callable[[torch.Tensor], torch.Tensor], latent_dim: int) -> dict[str, float]:
+        """Metrics of as many generated images as there are real ones. `sample(z)` -> float [0, 1] (N, C, H, W);
+        the caller puts the model in eval mode. The latents are the same at every evaluation (own
+        seeded generator) and the global RNG is left as it was, so training's random stream is untouched."""
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            rng = torch.Generator().manual_seed(self.seed)
+            z = torch.randn(self.num_images, latent_dim, generator=rng)
+            return self.evaluate_images(self._samples(sample, z))
+
+    def _samples(self, sample: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor) -> Iterator[torch.Tensor]:
+        for i in range(0, len(z), self.batch_size):
+            yield sample(z[i : i + self.batch_size].to(self.device))
+
+    def real_reference(self, images: torch.Tensor) -> dict[str, float]:
+        """Metrics of other real images (uint8, e.g. from the training split): the best a generator can do."""
+        batches = (to_float(images[i : i + self.batch_size], False) for i in range(0, len(images), self.batch_size))
+        return self.evaluate_images(batches)
+
+
+def make_generator_evaluator(
+    dataset: dict,
+    image_shape: tuple[int, int, int],
+    device: torch.device | str = "cpu",
+    seed: int = 0,
+    max_images: int = MAX_IMAGES,
+    cache_dir: str | None = None,
+    classifier_epochs: int | None = None,
+    classifier_max_samples: int | None = None,
+) -> GeneratorEvaluator | None:
+    """The evaluator for a run's dataset kwargs (its `classes` too), or None with a one-line note where
+    there is no classifier for the data or it cannot be trained: the run goes on without these metrics."""
+    try:
+        source = data_source(dataset, cache_dir)
+        real, _ = load_real_test(source, dataset, image_shape, max_images)
+        classifier, record = get_classifier(source, device, classifier_epochs, classifier_max_samples)
+    except (Unsupported, UserError, OSError) as error:
+        print(f"note: generator metrics skipped: {error}")
+        return None
+    return GeneratorEvaluator(classifier, real, record, device, seed)
+
+
+def load_real_test(
+    source: DataSource, dataset: dict, image_shape: tuple[int, int, int], max_images: int = MAX_IMAGES
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The real test images of the classes a run trains on, at its generator's image shape (uint8)."""
+    images, labels = load_images(
+        source.dataset_type, source.test_root, train=False, image_shape=image_shape, classes=dataset.get("classes")
+    )
+    if len(images) > max_images:  # an evenly spread subset, so that every class stays in it
+        keep = torch.linspace(0, len(images) - 1, max_images).long()
+        images, labels = images[keep], labels[keep]
+    return images, labels
