@@ -35,6 +35,7 @@ trainer_kwargs = {
     "sample_every": 10,  # epochs between sample grids (the first and last are always drawn)
     "resume": "auto",  # continue from output_dir/checkpoint.pt if there is one; False starts over
     "label_smoothing": 0.0,
+    "eval_every": None,  # epochs between quality metrics (metrics.csv, metrics.json); None: after the last only
 }
 
 

@@ -34,6 +34,7 @@ trainer_kwargs = {
     "device": "auto",  # cuda, then mps, then cpu
     "sample_every": 10,  # epochs between sample grids (the first and last are always drawn)
     "resume": "auto",  # continue from output_dir/checkpoint.pt if there is one; False starts over
+    "eval_every": None,  # epochs between quality metrics (metrics.csv, metrics.json); None: after the last only
 }
 
 

@@ -65,6 +65,8 @@ def test_fc_gan_writes_everything(gan_run) -> None:
         "generator.pt",
         "discriminator.pt",
         "checkpoint.pt",
+        "metrics.csv",  # quality metrics after the last epoch (trainers.metrics)
+        "metrics.json",
     }
     assert {p.name for p in out.iterdir()} == expected  # and no stray temp files
     for name in ("generated_image_epoch_1.png", "generated_image_epoch_2.png"):

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 import random
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
@@ -20,10 +22,20 @@ from torch import nn  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from datasets import InMemoryLoader  # noqa: E402
+from trainers.metrics import GeneratorEvaluator, make_generator_evaluator  # noqa: E402
 from utils import UserError, atomic_save, load_state, read_checkpoint, require, save_model  # noqa: E402
 
 # Keys that may change between a run and its resumption; any other change is a different run.
-RESUMABLE_CHANGES = {"num_epochs", "output_dir", "resume", "device", "sample_every", "num_workers", "root"}
+RESUMABLE_CHANGES = {
+    "num_epochs",
+    "output_dir",
+    "resume",
+    "device",
+    "sample_every",
+    "num_workers",
+    "root",
+    "eval_every",
+}
 
 
 class NonFiniteLoss(Exception):
@@ -34,10 +46,14 @@ class Trainer:
     """Subclasses set `models`, `optimizers` and `curve_panels`, and define `train_step` and `save_samples`.
 
     Per run, `output_dir` gets: losses.csv (a row per epoch), train_loss_curve_{num_epochs}.png,
-    the sample grids, one .pt of weights per model and checkpoint.pt (everything needed to resume).
+    the sample grids, one .pt of weights per model and checkpoint.pt (everything needed to resume);
+    every `eval_every` epochs and after the last, the quality metrics of `compute_metrics` go to
+    metrics.csv (a row per evaluation) and metrics.json (the latest).
     """
 
     curve_panels: tuple[tuple[str, ...], ...] = ()
+    # The metrics panel of the loss curve: the first of these on the left axis, the [0, 1] ones on the right.
+    metric_panel: tuple[tuple[str, ...], tuple[str, ...]] = (("frechet_distance", "neg_elbo"), ("precision", "recall"))
     samples_per_grid = 64
 
     def __init__(
@@ -53,10 +69,16 @@ class Trainer:
         device: torch.device,
         sample_every: int,
         resume: bool | str,
+        eval_every: int | None = None,
     ) -> None:
+        require(
+            eval_every is None or eval_every >= 0,
+            f"trainer_kwargs['eval_every'] must be a number of epochs, or None (or 0) for after the last epoch only, "
+            f"got {eval_every!r}",
+        )
         self.models, self.optimizers, self.loader, self.config = models, optimizers, loader, config
         self.num_epochs, self.seed, self.device = num_epochs, seed, device
-        self.sample_every, self.resume = sample_every, resume
+        self.sample_every, self.resume, self.eval_every = sample_every, resume, eval_every
         self.output_dir = Path(output_dir)
         self.checkpoint_path = self.output_dir / "checkpoint.pt"
         self.epoch = 0  # epochs finished
@@ -64,6 +86,8 @@ class Trainer:
         self.partial_sums: dict[str, float] = {}  # loss sums of those steps
         self.history: list[dict] = []  # one row per finished epoch, as in losses.csv
         self.curve: list[dict] = []  # running means about 20 times per epoch, for the loss curve
+        self.metrics: list[dict] = []  # one row per evaluation, as in metrics.csv
+        self.evaluator: GeneratorEvaluator | None | bool = None  # built at the first evaluation; False: none
         self.seconds = 0.0  # training time of the current epoch
         self.stop_signal: int | None = None
         self.fixed_noise: torch.Tensor | None = None  # latents of the sample grids, set by subclasses
@@ -84,6 +108,20 @@ class Trainer:
     def evaluate(self) -> dict[str, float]:
         """Extra numbers for the epoch's row (e.g. a test loss); none by default."""
         return {}
+
+    def compute_metrics(self) -> dict[str, float]:
+        """Quality metrics for metrics.csv, every `eval_every` epochs; none by default."""
+        return {}
+
+    def generator_metrics(
+        self, sample: Callable[[torch.Tensor], torch.Tensor], latent_dim: int, image_shape: tuple[int, int, int]
+    ) -> dict[str, float]:
+        """The classifier-based metrics (trainers.metrics) of `sample(z)` -> images in [0, 1]; {} where the
+        data set has no classifier (the note saying so is printed once)."""
+        if self.evaluator is None:
+            dataset = self.config.get("dataset", {})
+            self.evaluator = make_generator_evaluator(dataset, image_shape, self.device, self.seed) or False
+        return self.evaluator.evaluate_generator(sample, latent_dim) if self.evaluator else {}
 
     def make_fixed_noise(self, latent_dim: int) -> torch.Tensor:
         """The same latents every epoch, from their own RNG: the grids show progress, not luck."""
@@ -174,6 +212,8 @@ class Trainer:
         row = {"epoch": epoch, **means, **self.evaluate(), "seconds": round(self.seconds, 2)}
         self._check_finite(row, epoch)
         self.history.append(row)
+        if epoch == self.num_epochs or (self.eval_every and epoch % self.eval_every == 0):
+            self._record_metrics(epoch)
         self.epoch, self.step, self.partial_sums, self.seconds = epoch, 0, {}, 0.0
         if epoch == 1 or epoch % self.sample_every == 0 or epoch == self.num_epochs:
             self.save_samples(epoch)
@@ -183,6 +223,25 @@ class Trainer:
         self._save_checkpoint()
         summary = ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch")
         print(f"epoch {epoch}/{self.num_epochs}: {summary}")
+
+    def _record_metrics(self, epoch: int) -> None:
+        began = time.perf_counter()
+        # Forked RNG: building the classifier and sampling must not shift training's random stream,
+        # or a resumed run would no longer equal an uninterrupted one.
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            metrics = self.compute_metrics()
+        if not metrics:
+            return
+        self.metrics.append({"epoch": epoch, **metrics, "seconds": round(time.perf_counter() - began, 2)})
+        names = list(dict.fromkeys(k for row in self.metrics for k in row))
+        with open(self.output_dir / "metrics.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=names)
+            writer.writeheader()
+            writer.writerows(self.metrics)
+        classifier = self.evaluator.record if self.evaluator else None
+        summary = {"epoch": epoch, "num_epochs": self.num_epochs, "metrics": metrics, "classifier": classifier}
+        (self.output_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+        print(f"metrics after epoch {epoch}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
 
     # ------------------------------------------------------------------ logs
 
@@ -196,7 +255,8 @@ class Trainer:
 
     def _plot_curve(self) -> None:
         panels = [p for p in self.curve_panels if any(k in row for row in self.history for k in p)]
-        fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
+        count = len(panels) + bool(self.metrics)
+        fig, axes = plt.subplots(1, count, figsize=(5.5 * count, 4), squeeze=False)
         for ax, names in zip(axes[0], panels, strict=False):
             for name in names:
                 if self.curve and name in self.curve[0]:
@@ -207,10 +267,30 @@ class Trainer:
             ax.set_xlabel("epoch")
             ax.legend()
             ax.grid(alpha=0.3)
+        if self.metrics:
+            self._plot_metrics(axes[0][-1])
         fig.suptitle(f"{self.output_dir.name}: {self.epoch} of {self.num_epochs} epochs")
         fig.tight_layout()
         fig.savefig(self.output_dir / f"train_loss_curve_{self.num_epochs}.png", dpi=100)
         plt.close(fig)
+
+    def _plot_metrics(self, ax: plt.Axes) -> None:
+        epochs = [row["epoch"] for row in self.metrics]
+        left = next((k for k in self.metric_panel[0] if k in self.metrics[-1]), None)
+        right = [k for k in self.metric_panel[1] if k in self.metrics[-1]]
+        if left:
+            ax.plot(epochs, [row.get(left, math.nan) for row in self.metrics], "o-", color="black", label=left)
+            ax.set_ylabel(left)
+            ax.legend(loc="upper left")
+        if right:
+            twin = ax.twinx() if left else ax
+            for name in right:
+                twin.plot(epochs, [row.get(name, math.nan) for row in self.metrics], "s--", label=name)
+            twin.set_ylim(0, 1.05)
+            twin.legend(loc="upper right")
+        ax.set_xlabel("epoch")
+        ax.set_title("quality metrics (metrics.csv)")
+        ax.grid(alpha=0.3)
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -250,6 +330,7 @@ class Trainer:
                 "optimizers": {name: o.state_dict() for name, o in self.optimizers.items()},
                 "history": self.history,
                 "curve": self.curve,
+                "metrics": self.metrics,
                 "rng": self._rng_state(),
                 "fixed_noise": self.fixed_noise,
             },
@@ -279,6 +360,7 @@ class Trainer:
         self.epoch, self.step = checkpoint["epoch"], checkpoint["step"]
         self.partial_sums, self.seconds = checkpoint["partial_sums"], checkpoint["seconds"]
         self.history, self.curve = checkpoint["history"], checkpoint["curve"]
+        self.metrics = checkpoint.get("metrics", [])  # checkpoints older than the metrics have none
         self._set_rng_state(checkpoint["rng"])
         if checkpoint.get("fixed_noise") is not None:
             self.fixed_noise = checkpoint["fixed_noise"].to(self.device)

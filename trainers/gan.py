@@ -44,6 +44,7 @@ class GANTrainer(Trainer):
         device: str = "auto",
         sample_every: int = 10,
         resume: bool | str = "auto",
+        eval_every: int | None = None,
     ) -> None:
         device = pick_device(device)
         generator.to(device)
@@ -70,6 +71,7 @@ class GANTrainer(Trainer):
             device=device,
             sample_every=sample_every,
             resume=resume,
+            eval_every=eval_every,
         )
         self.generator, self.discriminator = generator, discriminator
         self.ema = models.get("generator_ema")
@@ -116,6 +118,19 @@ class GANTrainer(Trainer):
     def exported_models(self) -> dict[str, nn.Module]:
         """generator.pt holds the averaged weights (what the grids show); the raw ones stay in checkpoint.pt."""
         return {"generator": self.ema or self.generator, "discriminator": self.discriminator}
+
+    def compute_metrics(self) -> dict[str, float]:
+        """The classifier-based metrics (trainers.metrics) of the exported generator: the EMA when there is one."""
+        generator = self.ema or self.generator
+        generator.eval()
+        try:
+            return self.generator_metrics(
+                lambda z: (generator(z).view(-1, *generator.image_shape) + 1) / 2,  # tanh's [-1, 1] -> [0, 1]
+                generator.latent_dim,
+                generator.image_shape,
+            )
+        finally:
+            generator.train()
 
     @torch.no_grad()
     def save_samples(self, epoch: int) -> None:

@@ -37,6 +37,7 @@ class VAETrainer(Trainer):
         device: str = "auto",
         sample_every: int = 10,
         resume: bool | str = "auto",
+        eval_every: int | None = None,
     ) -> None:
         device = pick_device(device)
         vae.to(device)
@@ -52,6 +53,7 @@ class VAETrainer(Trainer):
             device=device,
             sample_every=sample_every,
             resume=resume,
+            eval_every=eval_every,
         )
         self.vae, self.test_loader = vae, test_loader
         self.fixed_noise = self.make_fixed_noise(vae.latent_dim)
@@ -78,6 +80,20 @@ class VAETrainer(Trainer):
         self.vae.train()
         count = len(self.test_loader.images)
         return {f"test_{name}": total / count for name, total in totals.items()}
+
+    def compute_metrics(self) -> dict[str, float]:
+        """Test-set negative ELBO and its two terms (nats per image, from this epoch's `evaluate`), then the
+        classifier-based metrics of the VAE's samples where the data set has a classifier."""
+        row = self.history[-1]
+        metrics = {"neg_elbo": row["test_loss"], "reconstruction_bce": row["test_reconstruction"], "kl": row["test_kl"]}
+        self.vae.eval()
+        try:
+            sample = self.generator_metrics(
+                lambda z: self.vae.decode(z).view(-1, *self.vae.image_shape), self.vae.latent_dim, self.vae.image_shape
+            )
+        finally:
+            self.vae.train()
+        return {**metrics, **sample}
 
     @torch.no_grad()
     def save_samples(self, epoch: int) -> None:
