@@ -34,7 +34,8 @@ trainer_kwargs = {
     "device": "auto",  # cuda, then mps, then cpu
     "sample_every": 10,  # epochs between sample grids (the first and last are always drawn)
     "resume": "auto",  # continue from output_dir/checkpoint.pt if there is one; False starts over
-    "label_smoothing": 0.0,
+    "label_smoothing": 0.0,  # the discriminator's target for real images is 1 - label_smoothing
+    "ema_decay": 0.999,  # grids and generator.pt use an exponential moving average of the weights; 0: off
     "eval_every": None,  # epochs between quality metrics (metrics.csv, metrics.json); None: after the last only
 }
 
