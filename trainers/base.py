@@ -281,13 +281,14 @@ class Trainer:
         if left:
             ax.plot(epochs, [row.get(left, math.nan) for row in self.metrics], "o-", color="black", label=left)
             ax.set_ylabel(left)
-            ax.legend(loc="upper left")
+        twin = ax.twinx() if left and right else ax
+        for name in right:
+            twin.plot(epochs, [row.get(name, math.nan) for row in self.metrics], "s--", label=name)
         if right:
-            twin = ax.twinx() if left else ax
-            for name in right:
-                twin.plot(epochs, [row.get(name, math.nan) for row in self.metrics], "s--", label=name)
             twin.set_ylim(0, 1.05)
-            twin.legend(loc="upper right")
+        lines = ax.get_lines() + (twin.get_lines() if twin is not ax else [])
+        if lines:  # one legend for both axes
+            twin.legend(lines, [line.get_label() for line in lines], loc="center right", framealpha=0.8)
         ax.set_xlabel("epoch")
         ax.set_title("quality metrics (metrics.csv)")
         ax.grid(alpha=0.3)

@@ -1,14 +1,21 @@
 """The classifier behind the quality metrics: which one a data set gets, training it once, and its cache.
 
 A classifier is trained on the real training split the first time a run needs it and cached as
-`<root>/classifiers/<name>_classifier.pt` (for an image folder, beside the folder:
-`<root>/../classifiers/`, since a subfolder would become a class) with a .json of its test
-accuracy beside it. A cached file is reused only if it was trained with the same budget.
+`<name>_classifier.pt`, with a .json of its test accuracy beside it, in the first of:
+- `$CLASSIFIER_CACHE_DIR/<the data folder's path, as one name>` if that environment variable is set;
+- `<root>/classifiers` (for an image folder `<root>/../classifiers`: a subfolder would become a class)
+  where that may be written; a data folder whose permission bits deny writing (a shared read-only
+  copy) is left alone, even by root;
+- else `~/.cache/gan-quality-classifiers/<the data folder's path, as one name>` ($XDG_CACHE_HOME if set).
+A cached file is reused only if it was trained on the same kind of data with the same budget.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import stat
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -26,7 +33,7 @@ CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 
 @dataclass(frozen=True)
 class Recipe:
-    """Network and training budget of one data set's classifier (tuned for 2 CPU cores)."""
+    """Network and training budget of one data set's classifier (tuned for a CPU core or two)."""
 
     image_shape: tuple[int, int, int]
     model_kwargs: dict = field(default_factory=dict)
@@ -35,10 +42,10 @@ class Recipe:
 
 
 RECIPES = {
-    # 99.1% test accuracy in 2 epochs (~45 s on one core).
+    # 99.1% test accuracy after 2 epochs (~40 s on one core).
     "mnist": Recipe((1, 28, 28), {"widths": [16, 32], "feature_dim": 128}, epochs=2),
     "fashion_mnist": Recipe((1, 28, 28), {"widths": [16, 32], "feature_dim": 128}, epochs=4),
-    # ~77% in 10 epochs (~45 s an epoch on one core).
+    # ~77% after 10 epochs (~45 s an epoch on one core).
     "cifar10": Recipe((3, 32, 32), {"widths": [16, 32, 64], "feature_dim": 256}, epochs=10, augment=True),
 }
 
@@ -75,7 +82,7 @@ def data_source(dataset: dict, cache_dir: str | Path | None = None) -> DataSourc
     dataset_type = dataset.get("dataset_type", "mnist")
     root = Path(dataset.get("root", "data"))
     if dataset_type in RECIPES:
-        return DataSource(dataset_type, dataset_type, str(root), str(root), Path(cache_dir or root / "classifiers"))
+        return DataSource(dataset_type, dataset_type, str(root), str(root), Path(cache_dir or default_cache_dir(root)))
     if dataset_type != "image_folder":
         raise Unsupported(f"no classifier for dataset_type '{dataset_type}'")
     names = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
@@ -84,9 +91,26 @@ def data_source(dataset: dict, cache_dir: str | Path | None = None) -> DataSourc
     test_root = root.parent / "test"
     if root.name != "train" or not test_root.is_dir():
         raise Unsupported(f"the image folder '{root}' has no test split beside it (a train/ and a test/ folder)")
-    return DataSource(
-        "cifar10", "image_folder", str(root), str(test_root), Path(cache_dir or root.parent / "classifiers")
-    )
+    cache = Path(cache_dir or default_cache_dir(root.parent))
+    return DataSource("cifar10", "image_folder", str(root), str(test_root), cache)
+
+
+def default_cache_dir(data_folder: Path) -> Path:
+    """Where the classifier of the data in `data_folder` is cached (see the module's docstring)."""
+    chosen = os.environ.get("CLASSIFIER_CACHE_DIR")
+    beside = data_folder / "classifiers"
+    if not chosen and (_may_write(beside) or (not beside.exists() and _may_write(data_folder))):
+        return beside
+    base = Path(chosen) if chosen else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    # One subfolder per data folder: classifiers of different data never share a file.
+    slug = re.sub(r"[^A-Za-z0-9]+", "_", str(data_folder.resolve())).strip("_")
+    return base / ("" if chosen else "gan-quality-classifiers") / slug
+
+
+def _may_write(folder: Path) -> bool:
+    # os.access says yes to root everywhere: the permission bits tell what the folder's owner intends.
+    write_bits = stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH
+    return folder.is_dir() and bool(folder.stat().st_mode & write_bits) and os.access(folder, os.W_OK)
 
 
 def load_split(source: DataSource, train: bool, max_samples: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -99,7 +123,7 @@ def load_split(source: DataSource, train: bool, max_samples: int | None = None) 
 
 # ---------------------------------------------------------------------------- cache
 
-_IN_MEMORY: dict[tuple, tuple[SmallCNN, dict]] = {}  # classifiers whose cache folder was not writable
+_IN_MEMORY: dict[tuple, tuple[SmallCNN, dict]] = {}  # classifiers whose cache folder could not be written
 
 
 def get_classifier(
@@ -109,12 +133,12 @@ def get_classifier(
     max_samples: int | None = None,
     seed: int = 0,
 ) -> tuple[SmallCNN, dict]:
-    """The cached classifier (in eval mode) and its record (accuracy, budget); trained first if need be.
+    """The cached classifier (in eval mode) and its record (test accuracy, budget); trained first if need be.
 
     `epochs` (default: the recipe's) and `max_samples` set the training budget: tests use tiny ones.
     """
     epochs = epochs or source.recipe.epochs
-    budget = {"epochs": epochs, "max_samples": max_samples, "seed": seed}
+    budget = {"dataset_type": source.dataset_type, "epochs": epochs, "max_samples": max_samples, "seed": seed}
     key = (str(source.cache_path.resolve()), tuple(budget.values()))
     if key in _IN_MEMORY:
         model, record = _IN_MEMORY[key]
@@ -141,7 +165,7 @@ def _read_cache(path: Path, budget: dict) -> tuple[SmallCNN, dict] | None:
         print(f"note: retraining the classifier: cannot use '{path}' ({str(error)[:120]})")
         return None
     if {k: record.get(k) for k in budget} != budget:
-        print(f"note: retraining the classifier: '{path}' was trained with another budget")
+        print(f"note: retraining the classifier: '{path}' was trained on other data or with another budget")
         return None
     return model, record
 
@@ -179,9 +203,7 @@ def train_classifier(
     train_images, train_labels = load_split(source, True, max_samples)
     test_images, test_labels = load_split(source, False)
     require(len(train_images) > 0 and len(test_images) > 0, f"no images to train the {source.name} classifier on")
-    print(
-        f"training the {source.name} classifier for the quality metrics ({epochs} epochs on {len(train_images)} images)"
-    )
+    print(f"training the {source.name} classifier for the quality metrics: {epochs} epochs, {len(train_images)} images")
     began = time.perf_counter()
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
@@ -210,6 +232,8 @@ def train_classifier(
     print(f"{source.name} classifier: test accuracy {accuracy:.2%} after {seconds:.0f} s")
     record = {
         "data": source.name,
+        "dataset_type": source.dataset_type,
+        "train_root": str(Path(source.train_root).resolve()),
         "test_accuracy": round(accuracy, 5),
         "seconds": round(seconds, 1),
         "num_train": len(train_images),

@@ -54,15 +54,17 @@ def kernel_distance(
     if size < 2:
         raise ValueError("the kernel distance needs at least 2 samples of each set")
     rng = np.random.default_rng(seed)
+    real_t, fake_t = torch.from_numpy(real).float(), torch.from_numpy(fake).float()
     dim = real.shape[1]
     estimates = []
     for _ in range(subsets):
-        x = real[rng.choice(len(real), size, replace=False)]
-        y = fake[rng.choice(len(fake), size, replace=False)]
-        k_xx, k_yy, k_xy = ((a @ b.T / dim + 1) ** 3 for a, b in ((x, x), (y, y), (x, y)))
+        x = real_t[torch.from_numpy(rng.choice(len(real), size, replace=False))]
+        y = fake_t[torch.from_numpy(rng.choice(len(fake), size, replace=False))]
+        # float32 kernels (3x faster than float64 here), summed in float64.
+        k_xx, k_yy, k_xy = ((a @ b.T / dim + 1).pow_(3).double() for a, b in ((x, x), (y, y), (x, y)))
         # Unbiased: leave out the diagonals (each sample's kernel with itself).
-        within = (k_xx.sum() - np.trace(k_xx) + k_yy.sum() - np.trace(k_yy)) / (size * (size - 1))
-        estimates.append(within - 2 * k_xy.mean())
+        within = (k_xx.sum() - k_xx.trace() + k_yy.sum() - k_yy.trace()) / (size * (size - 1))
+        estimates.append(float(within - 2 * k_xy.mean()))
     return float(np.mean(estimates))
 
 
@@ -88,37 +90,32 @@ def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3, chunk: int 
     # float32 distances of identical points come out ~1e-6 of the squared norms instead of 0: a point
     # counts as inside a ball it sits on the edge of.
     tolerance = 1e-5 * float((real_t**2).sum(1).mean())
-    real_radii = _knn_radii(real_t, k, chunk)
-    fake_radii = _knn_radii(fake_t, k, chunk)
-    precision = _inside_any_ball(fake_t, real_t, real_radii, tolerance, chunk).mean()
-    recall = _inside_any_ball(real_t, fake_t, fake_radii, tolerance, chunk).mean()
-    return float(precision), float(recall)
+    real_radii = _knn_radii(real_t, k, chunk) + tolerance
+    fake_radii = _knn_radii(fake_t, k, chunk) + tolerance
+    # One pass over the fake-to-real distances gives both: precision looks along rows, recall down columns.
+    inside_real_ball, covered = [], torch.zeros(len(real_t), dtype=torch.bool)
+    for i, d in enumerate(_distance_chunks(fake_t, real_t, chunk)):
+        inside_real_ball.append((d <= real_radii).any(1))
+        covered |= (d <= fake_radii[i * chunk : (i + 1) * chunk, None]).any(0)
+    return float(torch.cat(inside_real_ball).float().mean()), float(covered.float().mean())
 
 
-def _squared_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return ((a**2).sum(1, keepdim=True) + (b**2).sum(1) - 2 * a @ b.T).clamp_(min=0)
+def _distance_chunks(queries: torch.Tensor, points: torch.Tensor, chunk: int) -> Iterator[torch.Tensor]:
+    """Squared distances from `chunk` queries at a time to every point: (chunk, len(points)) blocks."""
+    point_norms = (points**2).sum(1)
+    for i in range(0, len(queries), chunk):
+        q = queries[i : i + chunk]
+        # addmm: |q|^2 + |p|^2 - 2 q.p in one pass over the block
+        yield torch.addmm(point_norms + (q**2).sum(1, keepdim=True), q, points.T, alpha=-2).clamp_(min=0)
 
 
 def _knn_radii(points: torch.Tensor, k: int, chunk: int) -> torch.Tensor:
     """Squared distance of each point to its k-th nearest neighbour (itself excluded: the (k+1)-th)."""
     k = min(k, len(points) - 1)
+    # topk: many times faster than kthvalue for a handful of neighbours among thousands.
     return torch.cat(
-        [
-            _squared_distances(points[i : i + chunk], points).kthvalue(k + 1, dim=1).values
-            for i in range(0, len(points), chunk)
-        ]
+        [d.topk(k + 1, dim=1, largest=False).values[:, -1] for d in _distance_chunks(points, points, chunk)]
     )
-
-
-def _inside_any_ball(
-    queries: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor, tolerance: float, chunk: int
-) -> np.ndarray:
-    return torch.cat(
-        [
-            (_squared_distances(queries[i : i + chunk], centres) <= radii + tolerance).any(1)
-            for i in range(0, len(queries), chunk)
-        ]
-    ).numpy()
 
 
 def feature_metrics(
