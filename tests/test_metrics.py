@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from benchmarks import quality
 from datasets import to_float
 from helpers import (
     FOLDER_CLASSES,
@@ -285,3 +286,16 @@ def test_negative_eval_every_is_one_clear_line(tiny: Tiny, tmp_path: Path) -> No
     with pytest.raises(UserError, match=r"eval_every'\] must be a number of epochs") as info:
         train_gan(FCGenerator, FCDiscriminator, *tiny.gan(tmp_path, eval_every=-1))
     assert "\n" not in str(info.value)
+
+
+def test_quality_benchmark_tabulates_runs_and_the_real_reference(mnist, tmp_path: Path, capsys) -> None:
+    argv = ["--root", str(mnist.root), "--models", "gan,vae", "--epochs", "1", "--max-samples", "64"]
+    quality.main([*argv, "--output-dir", str(tmp_path), "--device", "cpu"])
+    table = (tmp_path / "quality.md").read_text()
+    assert table in capsys.readouterr().out
+    for fragment in ("| gan | mnist | 1 |", "| vae | mnist | 1 |", "| real data | mnist |", "FD ↓", "−ELBO"):
+        assert fragment in table
+    rows = json.loads((tmp_path / "quality.json").read_text())
+    assert [row["run"] for row in rows] == ["gan", "vae", "real data"]
+    assert rows[-1]["metrics"]["frechet_distance"] < rows[0]["metrics"]["frechet_distance"]
+    assert (tmp_path / "gan" / "metrics.json").is_file()
