@@ -209,3 +209,11 @@ def test_generator_weight_average(tiny: Tiny, tmp_path: Path) -> None:
     assert not state_dicts_equal(exported, runs[0.5].generator.state_dict())
     frozen = weights(tmp_path / "1.0" / "generator.pt")
     assert all(torch.equal(frozen[k], v) for k, v in initial.state_dict().items() if k.endswith("weight"))
+
+
+def test_vae_grids_with_fewer_than_32_images(tiny: Tiny, tmp_path: Path) -> None:
+    """An image folder of 5 pictures still gets its reconstruction grid (rows of 5, one pair)."""
+    dataset = {"dataset_type": "image_folder", "root": str(tiny.folder_root), "max_samples": 5, "batch_size": 4}
+    train_vae(VAE, *tiny.vae(tmp_path, dataset, {"image_size": 64}, num_epochs=1))
+    with Image.open(tmp_path / "reconstruction_epoch_1.png") as image:
+        assert image.size == (5 * 10 + 2, 2 * 10 + 2)  # 8x8 tiles with 2-pixel padding

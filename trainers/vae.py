@@ -104,13 +104,15 @@ class VAETrainer(Trainer):
             self.output_dir / f"generated_image_epoch_{epoch}.png",
             nrow=8,
         )
-        # Rows of 8 test images, each followed by a row of their reconstructions.
-        originals = self.test_loader.to_float(self.test_loader.images[:32])
+        # Rows of (up to) 8 test images, each followed by a row of their reconstructions; up to 4 pairs of rows.
+        available = len(self.test_loader.images)
+        per_row = min(8, available)
+        rows = min(4, available // per_row)
+        originals = self.test_loader.to_float(self.test_loader.images[: rows * per_row])
         reconstructions = self.vae.reconstruct(originals).view(shape)
-        pairs = torch.stack(
-            [originals.view(4, 8, *originals.shape[1:]), reconstructions.view(4, 8, *originals.shape[1:])], 1
-        )
-        save_image(pairs.flatten(0, 2), self.output_dir / f"reconstruction_epoch_{epoch}.png", nrow=8)
+        grid_shape = (rows, per_row, *originals.shape[1:])
+        pairs = torch.stack([originals.view(grid_shape), reconstructions.view(grid_shape)], 1)
+        save_image(pairs.flatten(0, 2), self.output_dir / f"reconstruction_epoch_{epoch}.png", nrow=per_row)
         self.vae.train()
 
 
