@@ -162,7 +162,9 @@ def _load_image_folder(
 
 def decode_all(dataset: torch.utils.data.Dataset, num_workers: int = 0) -> torch.Tensor:
     """Every image of a Dataset of (uint8 image, label), as one uint8 tensor."""
-    loader = torch.utils.data.DataLoader(dataset, batch_size=256, num_workers=num_workers)
+    # Its own generator: reading data leaves the global RNG (weights, noise) as it was.
+    generator = torch.Generator().manual_seed(0)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=256, num_workers=num_workers, generator=generator)
     return torch.cat([batch for batch, _ in loader])
 
 
@@ -309,6 +311,7 @@ class DatasetLoader(Loader):
             batch_sampler=index_batches,
             num_workers=self.num_workers,
             pin_memory=self.device.type == "cuda",
+            generator=torch.Generator().manual_seed(self.seed),  # its own: the global RNG stays training's
         )
         for images, _ in loader:
             yield self.to_float(images.to(self.device, non_blocking=True))

@@ -22,6 +22,7 @@ dataset_kwargs = {
     "root": "data",  # where the data set is, or is downloaded to; the folder itself for image_folder
     "max_samples": None,  # use only N training images (quick runs)
     "num_workers": 0,  # processes decoding an image_folder
+    "in_memory": "auto",  # hold the decoded images on the device (True), read them per batch (False), or by size
     "classes": None,  # keep only these labels, e.g. [3, 5] or ["cat", "dog"]
 }
 
@@ -35,6 +36,10 @@ trainer_kwargs = {
     "sample_every": 10,  # epochs between sample grids (the first and last are always drawn)
     "resume": "auto",  # continue from output_dir/checkpoint.pt if there is one; False starts over
     "label_smoothing": 0.0,
+    "num_threads": "auto",  # CPU threads: "auto" (1 for small steps, else the idle cores) or a number
+    "amp": False,  # bfloat16 autocast where the device has native bf16 (CUDA, recent CPUs): faster, not bitwise
+    "channels_last": False,  # NHWC memory format for the convolutions (for CUDA; no gain on CPU)
+    "compile": False,  # torch.compile the models (slow first steps; measure before relying on it)
 }
 
 

@@ -19,11 +19,12 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from datasets import InMemoryLoader  # noqa: E402
+from datasets import Loader  # noqa: E402
 from utils import UserError, atomic_save, load_state, read_checkpoint, require, save_model  # noqa: E402
 
 # Keys that may change between a run and its resumption; any other change is a different run.
 RESUMABLE_CHANGES = {"num_epochs", "output_dir", "resume", "device", "sample_every", "num_workers", "root"}
+RESUMABLE_CHANGES |= {"in_memory", "num_threads", "channels_last", "compile"}  # speed only (up to float rounding)
 
 
 class NonFiniteLoss(Exception):
@@ -44,7 +45,7 @@ class Trainer:
         self,
         models: dict[str, nn.Module],
         optimizers: dict[str, torch.optim.Optimizer],
-        loader: InMemoryLoader,
+        loader: Loader,
         config: dict,
         *,
         num_epochs: int,
