@@ -298,10 +298,10 @@ class DatasetLoader(Loader):
         num_workers: int = 0,
     ) -> None:
         super().__init__(batch_size, shuffle, normalize, seed)
-        self.dataset, self.labels = dataset, labels
         self.device = torch.device(device)
+        self.dataset, self.labels = dataset, labels.to(self.device)
         self.num_workers = num_workers
-        self.images = DatasetImages(dataset)
+        self.images = DatasetImages(dataset, self.device)
 
     def batches(self, epoch: int, start: int = 0) -> Iterator[torch.Tensor]:
         order, size = self.order(epoch), self.batch_size
@@ -323,18 +323,19 @@ class DatasetLoader(Loader):
 
 
 class DatasetImages(Sequence):
-    """The images of a Dataset of (image, label), decoded when indexed: `images[:32]` is a uint8 batch."""
+    """The images of a Dataset of (image, label), decoded when indexed and put on `device`:
+    `images[:32]` is a uint8 batch, as it is from InMemoryLoader.images."""
 
-    def __init__(self, dataset: torch.utils.data.Dataset) -> None:
-        self.dataset = dataset
+    def __init__(self, dataset: torch.utils.data.Dataset, device: torch.device) -> None:
+        self.dataset, self.device = dataset, device
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, key: int | slice) -> torch.Tensor:
         if isinstance(key, slice):
-            return torch.stack([self.dataset[i][0] for i in range(*key.indices(len(self)))])
-        return self.dataset[key][0]
+            return torch.stack([self.dataset[i][0] for i in range(*key.indices(len(self)))]).to(self.device)
+        return self.dataset[key][0].to(self.device)
 
 
 def make_loader(
