@@ -70,7 +70,9 @@ class StepLimit:
         return self.steps
 
     def batches(self, epoch: int, start: int = 0) -> Iterator[torch.Tensor]:
-        return itertools.islice(self.loader.batches(epoch, start), self.steps - start)
+        # A data set smaller than `steps` batches (a test's) goes round again, with the next epoch's order.
+        rounds = (self.loader.batches(epoch * 1000 + i, start if i == 0 else 0) for i in itertools.count())
+        return itertools.islice(itertools.chain.from_iterable(rounds), self.steps - start)
 
 
 def build_ours(kind: str, loader: InMemoryLoader, device: torch.device, threads: int, workdir: str, **options):
