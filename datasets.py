@@ -271,7 +271,8 @@ class InMemoryLoader(Loader):
     def batches(self, epoch: int, start: int = 0) -> Iterator[torch.Tensor]:
         order = self.order(epoch).to(self.images.device)
         for i in range(start, len(self)):
-            yield self.to_float(self.images[order[i * self.batch_size : (i + 1) * self.batch_size]])
+            # index_select copies whole rows: several times faster than images[indices]
+            yield self.to_float(self.images.index_select(0, order[i * self.batch_size : (i + 1) * self.batch_size]))
 
     def in_file_order(self, batch_size: int) -> InMemoryLoader:
         return InMemoryLoader(
