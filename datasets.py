@@ -2,14 +2,21 @@
 
 MNIST and CIFAR-10 are small (47 MB and 150 MB as uint8), so the whole training set is kept
 as one tensor on the training device and batches are sliced from a seeded permutation: no
-per-sample transforms and no worker processes in the training loop.
+per-sample transforms and no worker processes in the training loop (`InMemoryLoader`).
+
+An image folder too large to hold decoded (see `in_memory_budget`) is read through a torch
+DataLoader instead, decoding each batch on the fly (`DatasetLoader`). Both loaders draw the
+same seeded order and turn the same uint8 pixels into floats the same way, so a seed gives
+the same batches whichever one runs; the dataset key `in_memory` can force either.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Iterator
+import math
+import os
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -25,6 +32,7 @@ BUILTIN = {
     "cifar10": torchvision.datasets.CIFAR10,
 }
 DATASET_TYPES = (*BUILTIN, "image_folder")
+IN_MEMORY_LIMIT = 2 * 2**30  # bytes of decoded uint8 images that in_memory="auto" holds at most
 
 
 def load_images(
@@ -148,6 +156,23 @@ def fit_to_shape(images: torch.Tensor, image_shape: tuple[int, int, int]) -> tor
 def _load_image_folder(
     root: str, image_shape: tuple[int, int, int] | None, max_samples: int | None, classes: list | None, num_workers: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    dataset, labels = image_folder_dataset(root, image_shape, max_samples, classes)
+    return decode_all(dataset, num_workers), labels
+
+
+def decode_all(dataset: torch.utils.data.Dataset, num_workers: int = 0) -> torch.Tensor:
+    """Every image of a Dataset of (uint8 image, label), as one uint8 tensor."""
+    # Its own generator: reading data leaves the global RNG (weights, noise) as it was.
+    generator = torch.Generator().manual_seed(0)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=256, num_workers=num_workers, generator=generator)
+    return torch.cat([batch for batch, _ in loader])
+
+
+def image_folder_dataset(
+    root: str, image_shape: tuple[int, int, int] | None, max_samples: int | None = None, classes: list | None = None
+) -> tuple[torch.utils.data.Dataset, torch.Tensor]:
+    """The images of a folder of class subfolders that `load_images` would return, as a Dataset of
+    (uint8 (C, H, W), label) that decodes on access, and their labels."""
     require(image_shape is not None, "image_folder needs the model's image shape")
     channels, height, width = image_shape
     require(
@@ -170,19 +195,64 @@ def _load_image_folder(
         # The folder list is sorted by class: spread the subset so that every class is in it.
         indices = [indices[i * len(indices) // max_samples] for i in range(max_samples)]
     require(len(indices) > 0, f"no images left in '{root}' after filtering by classes={classes}")
-    loader = torch.utils.data.DataLoader(
-        torch.utils.data.Subset(dataset, indices), batch_size=256, num_workers=num_workers
-    )
-    images, labels = zip(*loader, strict=False)
-    return torch.cat(images), torch.cat(labels)
+    labels = torch.tensor([dataset.targets[i] for i in indices], dtype=torch.long)
+    return torch.utils.data.Subset(dataset, indices), labels
 
 
-class InMemoryLoader:
-    """Serves float batches from uint8 images kept on the training device.
+def in_memory_budget() -> int:
+    """Bytes of decoded images that in_memory="auto" keeps in memory: 2 GiB, or a quarter of the RAM if less."""
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not a POSIX system
+        return IN_MEMORY_LIMIT
+    return min(IN_MEMORY_LIMIT, ram // 4)
+
+
+def epoch_order(count: int, shuffle: bool, seed: int, epoch: int) -> torch.Tensor:
+    """The order of the images in epoch `epoch`: drawn from (seed, epoch) alone, never from the global RNG."""
+    if not shuffle:
+        return torch.arange(count)
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    return torch.randperm(count, generator=generator)
+
+
+class Loader:
+    """What the trainers use: `len(loader)` batches per epoch, `batches(epoch, start)`, and the
+    images (`images`, uint8 (N, C, H, W), indexable) with their `labels`.
 
     The order of epoch e is a permutation drawn from (seed, e) alone, so it is the same
     whether training runs straight through or resumes from a checkpoint.
     """
+
+    images: torch.Tensor | Sequence
+    labels: torch.Tensor
+
+    def __init__(self, batch_size: int, shuffle: bool, normalize: bool, seed: int) -> None:
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.normalize = normalize
+
+    def __len__(self) -> int:
+        return -(-len(self.labels) // self.batch_size)
+
+    def order(self, epoch: int) -> torch.Tensor:
+        return epoch_order(len(self.labels), self.shuffle, self.seed, epoch)
+
+    def to_float(self, images: torch.Tensor) -> torch.Tensor:
+        return to_float(images, self.normalize)
+
+    def batches(self, epoch: int, start: int = 0) -> Iterator[torch.Tensor]:
+        """The batches of one epoch as float (B, C, H, W) on the training device, skipping the first `start`."""
+        raise NotImplementedError
+
+    def in_file_order(self, batch_size: int) -> Loader:
+        """The same images, unshuffled, in batches of `batch_size` (e.g. to evaluate on them)."""
+        raise NotImplementedError
+
+
+class InMemoryLoader(Loader):
+    """Serves float batches from uint8 images kept on the training device."""
 
     def __init__(
         self,
@@ -194,30 +264,79 @@ class InMemoryLoader:
         seed: int,
         device: torch.device | str = "cpu",
     ) -> None:
+        super().__init__(batch_size, shuffle, normalize, seed)
         self.images = images.to(device)
         self.labels = labels.to(device)
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.seed = seed
-        self.normalize = normalize
-
-    def __len__(self) -> int:
-        return -(-len(self.images) // self.batch_size)
-
-    def order(self, epoch: int) -> torch.Tensor:
-        if not self.shuffle:
-            return torch.arange(len(self.images))
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-        return torch.randperm(len(self.images), generator=generator)
-
-    def to_float(self, images: torch.Tensor) -> torch.Tensor:
-        return to_float(images, self.normalize)
 
     def batches(self, epoch: int, start: int = 0) -> Iterator[torch.Tensor]:
-        """The batches of one epoch as float (B, C, H, W), skipping the first `start`."""
         order = self.order(epoch).to(self.images.device)
         for i in range(start, len(self)):
-            yield self.to_float(self.images[order[i * self.batch_size : (i + 1) * self.batch_size]])
+            # index_select copies whole rows: several times faster than images[indices]
+            yield self.to_float(self.images.index_select(0, order[i * self.batch_size : (i + 1) * self.batch_size]))
+
+    def in_file_order(self, batch_size: int) -> InMemoryLoader:
+        return InMemoryLoader(
+            self.images, self.labels, batch_size, False, self.normalize, self.seed, self.images.device
+        )
+
+
+class DatasetLoader(Loader):
+    """Serves the batches InMemoryLoader would, from a Dataset of (uint8 image, label) read per batch.
+
+    For data too large to hold decoded: a torch DataLoader with `num_workers` processes decodes
+    each batch (in pinned memory when the device is CUDA) and the batch is normalised on the device.
+    """
+
+    def __init__(
+        self,
+        dataset: torch.utils.data.Dataset,
+        labels: torch.Tensor,
+        batch_size: int,
+        shuffle: bool,
+        normalize: bool,
+        seed: int,
+        device: torch.device | str = "cpu",
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__(batch_size, shuffle, normalize, seed)
+        self.device = torch.device(device)
+        self.dataset, self.labels = dataset, labels.to(self.device)
+        self.num_workers = num_workers
+        self.images = DatasetImages(dataset, self.device)
+
+    def batches(self, epoch: int, start: int = 0) -> Iterator[torch.Tensor]:
+        order, size = self.order(epoch), self.batch_size
+        index_batches = [order[i * size : (i + 1) * size].tolist() for i in range(start, len(self))]
+        loader = torch.utils.data.DataLoader(
+            self.dataset,
+            batch_sampler=index_batches,
+            num_workers=self.num_workers,
+            pin_memory=self.device.type == "cuda",
+            generator=torch.Generator().manual_seed(self.seed),  # its own: the global RNG stays training's
+        )
+        for images, _ in loader:
+            yield self.to_float(images.to(self.device, non_blocking=True))
+
+    def in_file_order(self, batch_size: int) -> DatasetLoader:
+        return DatasetLoader(
+            self.dataset, self.labels, batch_size, False, self.normalize, self.seed, self.device, self.num_workers
+        )
+
+
+class DatasetImages(Sequence):
+    """The images of a Dataset of (image, label), decoded when indexed and put on `device`:
+    `images[:32]` is a uint8 batch, as it is from InMemoryLoader.images."""
+
+    def __init__(self, dataset: torch.utils.data.Dataset, device: torch.device) -> None:
+        self.dataset, self.device = dataset, device
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: int | slice) -> torch.Tensor:
+        if isinstance(key, slice):
+            return torch.stack([self.dataset[i][0] for i in range(*key.indices(len(self)))]).to(self.device)
+        return self.dataset[key][0].to(self.device)
 
 
 def make_loader(
@@ -234,22 +353,42 @@ def make_loader(
     max_samples: int | None = None,
     num_workers: int = 0,
     classes: list | int | str | None = None,
-) -> InMemoryLoader:
+    in_memory: bool | str = "auto",
+) -> Loader:
     """Build the loader a main script's `dataset_kwargs` describe (keyword names = its keys).
 
     For the test split (`train=False`) `max_samples` does not apply and the order is fixed.
+    `in_memory`: True keeps the decoded images on the training device (InMemoryLoader); False reads
+    batches through a DataLoader (DatasetLoader: for an image_folder it decodes the files per batch,
+    for a built-in data set it copies batches from host memory); "auto" holds them in memory when
+    they fit `in_memory_budget()`. The batches are the same either way.
     """
     require(batch_size > 0, f"batch_size must be positive, got {batch_size}")
     require(max_samples is None or max_samples > 0, f"max_samples must be positive or None, got {max_samples}")
     require(num_workers >= 0, f"num_workers must be 0 or more, got {num_workers}")
+    require(in_memory in (True, False, "auto"), f"in_memory must be True, False or 'auto', got {in_memory!r}")
     classes = as_class_list(classes)
+    if not train and dataset_type != "image_folder":
+        max_samples = None
+    shuffle = shuffle and train
+    if dataset_type == "image_folder":
+        dataset, labels = image_folder_dataset(root, image_shape, max_samples, classes)
+        size = len(labels) * math.prod(image_shape)
+        if in_memory == "auto":
+            in_memory = size <= in_memory_budget()
+            if not in_memory:
+                print(
+                    f"note: {len(labels)} images of {root} take {size / 2**30:.1f} GiB decoded, more than the "
+                    f"in-memory budget of {in_memory_budget() / 2**30:.1f} GiB: decoding them batch by batch "
+                    "(in_memory=True holds them anyway)"
+                )
+        if not in_memory:
+            return DatasetLoader(dataset, labels, batch_size, shuffle, normalize, seed, device, num_workers)
+        return InMemoryLoader(decode_all(dataset, num_workers), labels, batch_size, shuffle, normalize, seed, device)
     images, labels = load_images(
-        dataset_type,
-        root,
-        train=train,
-        image_shape=image_shape,
-        max_samples=max_samples if train or dataset_type == "image_folder" else None,
-        classes=classes,
-        num_workers=num_workers,
+        dataset_type, root, train=train, image_shape=image_shape, max_samples=max_samples, classes=classes
     )
-    return InMemoryLoader(images, labels, batch_size, shuffle and train, normalize, seed, device)
+    if in_memory is False:  # torchvision holds these decoded in host memory anyway: batches are copied from there
+        dataset = torch.utils.data.TensorDataset(images, labels)
+        return DatasetLoader(dataset, labels, batch_size, shuffle, normalize, seed, device, num_workers)
+    return InMemoryLoader(images, labels, batch_size, shuffle, normalize, seed, device)

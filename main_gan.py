@@ -26,6 +26,7 @@ dataset_kwargs = {
     "root": "data",  # where the data set is, or is downloaded to
     "max_samples": None,  # use only the first N training images (quick runs)
     "num_workers": 0,  # processes decoding an image_folder
+    "in_memory": "auto",  # hold the decoded images on the device (True), read them per batch (False), or by size
     "classes": None,  # keep only these labels, e.g. [1, 7]
 }
 
@@ -41,6 +42,9 @@ trainer_kwargs = {
     "label_smoothing": 0.1,  # the discriminator's target for real images is 1 - label_smoothing
     "ema_decay": 0.999,  # grids and generator.pt use an exponential moving average of the weights; 0: off
     "eval_every": None,  # epochs between quality metrics (metrics.csv, metrics.json); None: after the last only
+    "num_threads": "auto",  # CPU threads: "auto" (1 for small steps, else the idle cores) or a number
+    "amp": False,  # bfloat16 autocast where the device has native bf16 (CUDA, recent CPUs): faster, not bitwise
+    "compile": False,  # torch.compile the models (slow first steps; measure before relying on it)
 }
 
 

@@ -23,6 +23,7 @@ dataset_kwargs = {
     "root": "data",  # where the data set is, or is downloaded to
     "max_samples": None,  # use only the first N training images (quick runs)
     "num_workers": 0,  # processes decoding an image_folder
+    "in_memory": "auto",  # hold the decoded images on the device (True), read them per batch (False), or by size
     "classes": None,  # keep only these labels, e.g. [1, 7]
 }
 
@@ -35,6 +36,9 @@ trainer_kwargs = {
     "sample_every": 10,  # epochs between sample grids (the first and last are always drawn)
     "resume": "auto",  # continue from output_dir/checkpoint.pt if there is one; False starts over
     "eval_every": None,  # epochs between quality metrics (metrics.csv, metrics.json); None: after the last only
+    "num_threads": "auto",  # CPU threads: "auto" (1 for small steps, else the idle cores) or a number
+    "amp": False,  # bfloat16 autocast where the device has native bf16 (CUDA, recent CPUs): faster, not bitwise
+    "compile": False,  # torch.compile the models (slow first steps; measure before relying on it)
 }
 
 

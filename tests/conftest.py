@@ -5,6 +5,7 @@ Nothing here touches the network or files outside pytest's temporary folders.
 
 from __future__ import annotations
 
+import os
 import sys
 import types
 from pathlib import Path
@@ -23,6 +24,7 @@ if str(REPO) not in sys.path:
 # spin-wait on each other make every step ~100x slower. Subprocesses get the same setting
 # (helpers.script_env), which also makes their arithmetic bit-identical to in-process runs.
 torch.set_num_threads(1)
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # and num_threads="auto" keeps that
 
 
 @pytest.fixture(scope="session")

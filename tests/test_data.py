@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from datasets import InMemoryLoader, fit_to_shape, load_images, make_loader
+import datasets
+from datasets import DatasetLoader, InMemoryLoader, fit_to_shape, load_images, make_loader
 from helpers import FOLDER_CLASSES, FOLDER_PER_CLASS, N_TEST, N_TRAIN
 from utils import UserError
 
@@ -238,3 +239,62 @@ def test_make_loader_from_dataset_kwargs(mnist: types.SimpleNamespace) -> None:
 def test_make_loader_rejects_bad_numbers(mnist: types.SimpleNamespace, kwargs: dict, fragment: str) -> None:
     with pytest.raises(UserError, match=fragment):
         make_loader((1, 28, 28), "cpu", 0, True, root=str(mnist.root), **kwargs)
+
+
+# ---------------------------------------------------------------------------- the two data paths
+
+
+def _both_paths(**kwargs) -> tuple[InMemoryLoader, DatasetLoader]:
+    memory = make_loader(in_memory=True, **kwargs)
+    streamed = make_loader(in_memory=False, **kwargs)
+    assert type(memory) is InMemoryLoader and type(streamed) is DatasetLoader
+    return memory, streamed
+
+
+def _same_epochs(a, b, epochs=(1, 2, 7), start: int = 0) -> None:
+    for epoch in epochs:
+        left, right = list(a.batches(epoch, start)), list(b.batches(epoch, start))
+        assert len(left) == len(right) == len(a) - start == len(b) - start
+        assert all(x.dtype == y.dtype and torch.equal(x, y) for x, y in zip(left, right, strict=True))
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_image_folder_both_paths_give_the_same_batches(image_folder: Path, num_workers: int) -> None:
+    kwargs = dict(dataset_type="image_folder", root=str(image_folder), batch_size=5, num_workers=num_workers)
+    memory, streamed = _both_paths(image_shape=(3, 16, 16), device="cpu", seed=3, train=True, **kwargs)
+    assert len(memory) == len(streamed) == 3  # 12 images: 5 + 5 + 2
+    _same_epochs(memory, streamed)
+    _same_epochs(memory, streamed, start=1)  # resuming mid-epoch
+    assert list(streamed.batches(1, start=len(streamed))) == []
+    assert torch.equal(memory.labels, streamed.labels)
+    assert len(streamed.images) == len(memory.images) and torch.equal(streamed.images[:7], memory.images[:7])
+    assert torch.equal(streamed.images[4], memory.images[4])
+    # The unshuffled view (what the VAE evaluates an image folder on) matches too.
+    _same_epochs(memory.in_file_order(4), streamed.in_file_order(4), epochs=(0,))
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_mnist_both_paths_give_the_same_batches(mnist: types.SimpleNamespace, normalize: bool) -> None:
+    kwargs = dict(dataset_type="mnist", root=str(mnist.root), batch_size=48, max_samples=200, normalize=normalize)
+    memory, streamed = _both_paths(image_shape=(1, 28, 28), device="cpu", seed=1, train=True, **kwargs)
+    _same_epochs(memory, streamed, epochs=(1, 2))
+    _same_epochs(memory, streamed, epochs=(2,), start=3)
+    test_memory, test_streamed = _both_paths(image_shape=(1, 28, 28), device="cpu", seed=1, train=False, **kwargs)
+    assert len(test_streamed.images) == N_TEST
+    _same_epochs(test_memory, test_streamed, epochs=(5,))
+
+
+def test_in_memory_auto_follows_the_size_budget(image_folder: Path, monkeypatch, capsys) -> None:
+    kwargs = dict(image_shape=(3, 8, 8), device="cpu", seed=0, train=True, dataset_type="image_folder")
+    assert type(make_loader(root=str(image_folder), **kwargs)) is InMemoryLoader
+    assert "in-memory budget" not in capsys.readouterr().out
+    monkeypatch.setattr(datasets, "in_memory_budget", lambda: 12 * 3 * 8 * 8 - 1)  # one byte short
+    assert type(make_loader(root=str(image_folder), **kwargs)) is DatasetLoader
+    assert "more than the in-memory budget" in capsys.readouterr().out
+    assert type(make_loader(root=str(image_folder), in_memory=True, **kwargs)) is InMemoryLoader
+    assert 0 < datasets.in_memory_budget() <= datasets.IN_MEMORY_LIMIT
+
+
+def test_in_memory_must_be_true_false_or_auto(mnist: types.SimpleNamespace) -> None:
+    with pytest.raises(UserError, match="in_memory must be True, False or 'auto', got 'yes'"):
+        make_loader((1, 28, 28), "cpu", 0, True, root=str(mnist.root), in_memory="yes")

@@ -127,6 +127,34 @@ def test_signal_mid_epoch_saves_and_resumes_exactly(
         assert row == pytest.approx(expected_row, rel=1e-5)
 
 
+def test_dataset_path_stops_mid_epoch_and_resumes_like_the_memory_path(
+    tiny: Tiny, tmp_path: Path, straight: dict, monkeypatch
+) -> None:
+    """in_memory=False (batches decoded through a DataLoader): SIGINT in epoch 2, then resume, gives
+    the weights of the uninterrupted in-memory run."""
+    real_step = GANTrainer.train_step
+    calls = {"n": 0}
+
+    def step_then_signal(self, batch):
+        terms = real_step(self, batch)
+        calls["n"] += 1
+        if calls["n"] == 3 + 2:  # 12 images in batches of 4: the 2nd step of epoch 2
+            signal.raise_signal(signal.SIGINT)
+        return terms
+
+    monkeypatch.setattr(GANTrainer, "train_step", step_then_signal)
+    streamed = {"in_memory": False}
+    with pytest.raises(SystemExit):
+        train_gan(DCGANGenerator, DCGANDiscriminator, *tiny.dcgan(tmp_path, streamed, num_epochs=3))
+    checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert (checkpoint["epoch"], checkpoint["step"]) == (1, 2)
+    monkeypatch.setattr(GANTrainer, "train_step", real_step)
+    resumed = train_gan(DCGANGenerator, DCGANDiscriminator, *tiny.dcgan(tmp_path, streamed, num_epochs=3))
+    assert _same_weights("dcgan", tmp_path, straight["dcgan"][0])
+    for row, expected in zip(_losses(resumed.history), _losses(straight["dcgan"][1].history), strict=True):
+        assert row == pytest.approx(expected, rel=1e-5)
+
+
 # ---------------------------------------------------------------------------- torn checkpoints
 
 

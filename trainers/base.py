@@ -21,7 +21,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from datasets import InMemoryLoader  # noqa: E402
+from datasets import Loader  # noqa: E402
 from trainers.metrics import GeneratorEvaluator, make_generator_evaluator  # noqa: E402
 from utils import UserError, atomic_save, load_state, read_checkpoint, require, save_model  # noqa: E402
 
@@ -36,6 +36,7 @@ RESUMABLE_CHANGES = {
     "root",
     "eval_every",
 }
+RESUMABLE_CHANGES |= {"in_memory", "num_threads", "channels_last", "compile"}  # speed only (up to float rounding)
 
 
 class NonFiniteLoss(Exception):
@@ -60,7 +61,7 @@ class Trainer:
         self,
         models: dict[str, nn.Module],
         optimizers: dict[str, torch.optim.Optimizer],
-        loader: InMemoryLoader,
+        loader: Loader,
         config: dict,
         *,
         num_epochs: int,

@@ -10,9 +10,10 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.utils import save_image
 
-from datasets import InMemoryLoader, make_loader
+from datasets import Loader, make_loader
 from trainers.base import Trainer
 from trainers.setup import optimizer_options, prepare_run
+from trainers.speed import Speed
 from utils import pick_device
 
 
@@ -21,7 +22,8 @@ class GANTrainer(Trainer):
 
     The generator uses the non-saturating loss -log D(G(z)); `label_smoothing` makes the
     discriminator's target for real images 1 - label_smoothing (Salimans et al., 2016), which
-    keeps it from becoming over-confident early on.
+    keeps it from becoming over-confident early on. `num_threads`, `amp`, `channels_last` and
+    `compile` are speed settings (trainers/speed.py).
     """
 
     curve_panels = (("d_loss", "g_loss"), ("d_real", "d_fake"))
@@ -30,7 +32,7 @@ class GANTrainer(Trainer):
         self,
         generator: nn.Module,
         discriminator: nn.Module,
-        loader: InMemoryLoader,
+        loader: Loader,
         config: dict,
         *,
         num_epochs: int = 200,
@@ -45,10 +47,23 @@ class GANTrainer(Trainer):
         sample_every: int = 10,
         resume: bool | str = "auto",
         eval_every: int | None = None,
+        num_threads: int | str = "auto",
+        amp: bool = False,
+        channels_last: bool = False,
+        compile: bool = False,
     ) -> None:
         device = pick_device(device)
         generator.to(device)
         discriminator.to(device)
+        self.speed = Speed(
+            [generator, discriminator],
+            device,
+            loader.batch_size,
+            num_threads=num_threads,
+            amp=amp,
+            channels_last=channels_last,
+            compile=compile,
+        )
         opts = optimizer_options(device)
         optimizers = {
             "generator": torch.optim.Adam(generator.parameters(), generator_lr, betas=(beta1, 0.999), **opts),
@@ -77,14 +92,23 @@ class GANTrainer(Trainer):
         self.ema = models.get("generator_ema")
         self.real_target = 1.0 - label_smoothing
         self.fixed_noise = self.make_fixed_noise(generator.latent_dim)
+        # What a step calls, and the tensors it updates: looked up once, not every step.
+        self.g, self.d = self.speed.compiled(generator), self.speed.compiled(discriminator)
+        self.generator_parameters = list(generator.parameters())
+        if self.ema is not None:
+            ema_state, state = self.ema.state_dict(), generator.state_dict()
+            floats = [k for k, v in state.items() if v.is_floating_point()]  # BatchNorm's step count is not averaged
+            self.ema_tensors = [ema_state[k] for k in floats]
+            self.source_tensors = [state[k] for k in floats]
 
     def train_step(self, real: torch.Tensor) -> dict[str, torch.Tensor]:
+        real = self.speed.batch(real)
         z = torch.randn(len(real), self.generator.latent_dim, device=real.device)
-        fake = self.generator(z)
-
-        # Discriminator: real -> (smoothed) 1, fake -> 0. detach(): this step leaves G alone.
-        d_real = self.discriminator(real)
-        d_fake = self.discriminator(fake.detach())
+        with self.speed.autocast():
+            fake = self.g(z)
+            # Discriminator: real -> (smoothed) 1, fake -> 0. detach(): this step leaves G alone.
+            d_real = self.d(real).float()
+            d_fake = self.d(fake.detach()).float()
         d_loss = F.binary_cross_entropy_with_logits(
             d_real, torch.full_like(d_real, self.real_target)
         ) + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))
@@ -92,11 +116,13 @@ class GANTrainer(Trainer):
         d_loss.backward()
         self.optimizers["discriminator"].step()
 
-        # Generator: make the updated discriminator call its images real.
-        d_gen = self.discriminator(fake)
+        # Generator: make the updated discriminator call its images real. Gradients for G only:
+        # D's would be thrown away by its next zero_grad, so they are not computed.
+        with self.speed.autocast():
+            d_gen = self.d(fake).float()
         g_loss = F.binary_cross_entropy_with_logits(d_gen, torch.ones_like(d_gen))
         self.optimizers["generator"].zero_grad(set_to_none=True)
-        g_loss.backward()
+        g_loss.backward(inputs=self.generator_parameters)
         self.optimizers["generator"].step()
         if self.ema is not None:
             self._update_ema()
@@ -111,9 +137,7 @@ class GANTrainer(Trainer):
     @torch.no_grad()
     def _update_ema(self) -> None:
         """ema = decay * ema + (1 - decay) * generator, and the same for BatchNorm's running stats."""
-        ema_state, state = self.ema.state_dict(), self.generator.state_dict()
-        floats = [k for k, v in state.items() if v.is_floating_point()]
-        torch._foreach_lerp_([ema_state[k] for k in floats], [state[k] for k in floats], 1 - self.ema_decay)
+        torch._foreach_lerp_(self.ema_tensors, self.source_tensors, 1 - self.ema_decay)
 
     def exported_models(self) -> dict[str, nn.Module]:
         """generator.pt holds the averaged weights (what the grids show); the raw ones stay in checkpoint.pt."""

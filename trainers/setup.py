@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from datasets import as_class_list, make_loader
+from trainers.speed import check_num_threads
 from utils import UserError, check_kwargs, keyword_defaults, pick_device, require, seed_everything, unknown_key
 
 
@@ -71,6 +72,13 @@ def prepare_run(
     for key in ("beta1", "label_smoothing"):
         if key in trainer:
             require(0 <= trainer[key] < 1, f"trainer_kwargs['{key}'] must be in [0, 1), got {trainer[key]!r}")
+    if isinstance(trainer["num_threads"], str) and trainer["num_threads"].isdigit():  # --num-threads 2
+        trainer["num_threads"] = int(trainer["num_threads"])
+    check_num_threads(trainer["num_threads"])
+    require(
+        dataset["in_memory"] in (True, False, "auto"),
+        f"dataset_kwargs['in_memory'] must be True, False or 'auto', got {dataset['in_memory']!r}",
+    )
     device = pick_device(trainer["device"])
     check_output_dir(trainer["output_dir"])
     seed_everything(trainer["seed"])

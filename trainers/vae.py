@@ -8,9 +8,10 @@ import torch
 from torch import nn
 from torchvision.utils import save_image
 
-from datasets import InMemoryLoader, make_loader
+from datasets import Loader, make_loader
 from trainers.base import Trainer
 from trainers.setup import optimizer_options, prepare_run
+from trainers.speed import Speed
 from utils import pick_device, require
 
 
@@ -18,7 +19,8 @@ class VAETrainer(Trainer):
     """Minimises reconstruction BCE + KL (Kingma & Welling, 2014) with Adam.
 
     Every epoch it also measures the same loss on the test split (`test_loss`, nats per image),
-    the number to compare runs by.
+    the number to compare runs by. `num_threads`, `amp`, `channels_last` and `compile` are speed
+    settings (trainers/speed.py); the test loss is always computed in float32.
     """
 
     curve_panels = (("loss", "test_loss"), ("reconstruction", "test_reconstruction"), ("kl", "test_kl"))
@@ -26,8 +28,8 @@ class VAETrainer(Trainer):
     def __init__(
         self,
         vae: nn.Module,
-        loader: InMemoryLoader,
-        test_loader: InMemoryLoader,
+        loader: Loader,
+        test_loader: Loader,
         config: dict,
         *,
         num_epochs: int = 50,
@@ -38,9 +40,22 @@ class VAETrainer(Trainer):
         sample_every: int = 10,
         resume: bool | str = "auto",
         eval_every: int | None = None,
+        num_threads: int | str = "auto",
+        amp: bool = False,
+        channels_last: bool = False,
+        compile: bool = False,
     ) -> None:
         device = pick_device(device)
         vae.to(device)
+        self.speed = Speed(
+            [vae],
+            device,
+            loader.batch_size,
+            num_threads=num_threads,
+            amp=amp,
+            channels_last=channels_last,
+            compile=compile,
+        )
         optimizers = {"vae": torch.optim.Adam(vae.parameters(), lr, **optimizer_options(device))}
         super().__init__(
             {"vae": vae},
@@ -57,9 +72,13 @@ class VAETrainer(Trainer):
         )
         self.vae, self.test_loader = vae, test_loader
         self.fixed_noise = self.make_fixed_noise(vae.latent_dim)
+        self.call_vae = self.speed.compiled(vae)
 
     def train_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        terms = self.vae.loss(x, self.vae(x))
+        x = self.speed.batch(x)
+        with self.speed.autocast():
+            out = self.call_vae(x)
+        terms = self.vae.loss(x, {name: value.float() for name, value in out.items()})
         self.optimizers["vae"].zero_grad(set_to_none=True)
         terms["loss"].backward()
         self.optimizers["vae"].step()
@@ -133,10 +152,8 @@ def train_vae(
     )
     vae = models["vae"]
     loader = make_loader(vae.image_shape, device, trainer["seed"], True, **dataset)
-    if dataset["dataset_type"] == "image_folder":
-        test_loader = InMemoryLoader(
-            loader.images, loader.labels, 1000, False, dataset["normalize"], trainer["seed"], device
-        )
+    if dataset["dataset_type"] == "image_folder":  # no test split: the training images, in file order
+        test_loader = loader.in_file_order(1000)
     else:
         test_loader = make_loader(vae.image_shape, device, trainer["seed"], False, **{**dataset, "batch_size": 1000})
     config = {"vae": vae.config, "dataset": dataset, "trainer": trainer}

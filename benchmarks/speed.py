@@ -1,0 +1,381 @@
+"""Training speed of the three models: this project's trainers against a plain tutorial-style loop.
+
+    python benchmarks/speed.py --root ../shared/data                 # a few minutes on 2 CPU cores
+    python benchmarks/speed.py --root ../shared/data --repeats 9 --seconds 3 --models gan,vae
+
+"Ours" is the project's own loop (Trainer._train_epoch with the trainers' train_step, data from
+datasets.make_loader) at the main scripts' configurations (the SPEC's, batch 16). The tutorial loop
+is written below the way tutorials write it: a torchvision Dataset with ToTensor/Normalize, a
+DataLoader, default Adam, full backward passes, a .item() per step; same models, same batch. Both
+run with the same number of CPU threads and are measured alternately in one process (ours,
+tutorial, tutorial, ours, ...); the tables give medians over the repetitions. On a machine shared
+with other work the numbers move from run to run: compare the ratio, which both loops share.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import itertools
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+import torchvision  # noqa: E402
+from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
+from torch.utils.data import DataLoader  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+from torchvision import transforms  # noqa: E402
+
+import main_dcgan  # noqa: E402
+import main_gan  # noqa: E402
+import main_vae  # noqa: E402
+from datasets import InMemoryLoader, make_loader  # noqa: E402
+from models import VAE, DCGANDiscriminator, DCGANGenerator, FCDiscriminator, FCGenerator  # noqa: E402
+from trainers import GANTrainer, VAETrainer  # noqa: E402
+from trainers.setup import build_models  # noqa: E402
+from trainers.speed import amp_dtype  # noqa: E402
+from utils import pick_device, run_cli  # noqa: E402
+
+# model -> (main script, its model dict, model classes, SPEC epochs, training images)
+SPEC = {
+    "gan": (main_gan, "mnist_model_kwargs", (FCGenerator, FCDiscriminator), 200, 60_000),
+    "vae": (main_vae, "mnist_model_kwargs", (VAE,), 50, 60_000),
+    "dcgan": (main_dcgan, "model_kwargs", (DCGANGenerator, DCGANDiscriminator), 200, 50_000),
+}
+
+
+# ---------------------------------------------------------------------------- ours
+
+
+class StepLimit:
+    """A loader that ends each epoch after `steps` batches, so that _train_epoch runs a fixed number of steps."""
+
+    def __init__(self, loader: InMemoryLoader, steps: int) -> None:
+        self.loader, self.steps, self.batch_size = loader, steps, loader.batch_size
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def batches(self, epoch: int, start: int = 0) -> Iterator[torch.Tensor]:
+        # A data set smaller than `steps` batches (a test's) goes round again, with the next epoch's order.
+        rounds = (self.loader.batches(epoch * 1000 + i, start if i == 0 else 0) for i in itertools.count())
+        return itertools.islice(itertools.chain.from_iterable(rounds), self.steps - start)
+
+
+def build_ours(kind: str, loader: InMemoryLoader, device: torch.device, threads: int, workdir: str, **options):
+    """A trainer as the main script builds it (its kwargs dicts, updated by `options`), on `loader`, not resuming."""
+    script, model_dict, classes, _, _ = SPEC[kind]
+    torch.manual_seed(0)
+    names = ("generator", "discriminator") if len(classes) == 2 else ("vae",)
+    models = build_models(dict(zip(names, classes, strict=True)), getattr(script, model_dict), model_dict)
+    trainer_kwargs = {**script.trainer_kwargs, "output_dir": workdir, "resume": False}
+    trainer_kwargs.update(device=str(device), num_threads=threads, **options)
+    if kind == "vae":
+        return VAETrainer(models["vae"], loader, loader, {}, **trainer_kwargs)
+    return GANTrainer(models["generator"], models["discriminator"], loader, {}, **trainer_kwargs)
+
+
+def ours_runner(trainer, loader: InMemoryLoader) -> Callable[[int], None]:
+    epochs = itertools.count(1)
+
+    def run(steps: int) -> None:
+        trainer.loader = StepLimit(loader, steps)
+        trainer.step, trainer.partial_sums, trainer.curve = 0, {}, []
+        with contextlib.redirect_stderr(io.StringIO()):  # the progress bar
+            trainer._train_epoch(next(epochs))
+
+    return run
+
+
+# ---------------------------------------------------------------------------- the tutorial loop
+
+
+def tutorial_data(kind: str, root: str, cifar_root: str, batch_size: int, workers: int) -> DataLoader:
+    if kind == "dcgan":
+        to_tensor = [transforms.Resize(32), transforms.CenterCrop(32), transforms.ToTensor()]
+        dataset = torchvision.datasets.ImageFolder(
+            cifar_root, transforms.Compose([*to_tensor, transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))])
+        )
+    else:
+        steps = [transforms.ToTensor()] + ([transforms.Normalize((0.5,), (0.5,))] if kind == "gan" else [])
+        dataset = torchvision.datasets.MNIST(root, train=True, download=False, transform=transforms.Compose(steps))
+    return DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers)
+
+
+def tutorial_runner(kind: str, data: DataLoader, device: torch.device) -> Callable[[int], None]:
+    script, model_dict, classes, _, _ = SPEC[kind]
+    torch.manual_seed(0)
+    names = ("generator", "discriminator") if len(classes) == 2 else ("vae",)
+    models = build_models(dict(zip(names, classes, strict=True)), getattr(script, model_dict), model_dict)
+    for model in models.values():
+        model.to(device).train()
+    batches = (batch for _ in itertools.count() for batch in data)  # epoch after epoch
+    stats = {"running_loss": 0.0}
+
+    if kind == "vae":
+        vae = models["vae"]
+        optimizer = torch.optim.Adam(vae.parameters(), lr=script.trainer_kwargs["lr"])
+
+        def step(x: torch.Tensor) -> None:
+            x = x.to(device)
+            out = vae(x)
+            recon = F.binary_cross_entropy_with_logits(out["logits"], x.view(len(x), -1), reduction="sum")
+            kl = -0.5 * torch.sum(1 + out["logvar"] - out["mu"].pow(2) - out["logvar"].exp())
+            loss = (recon + kl) / len(x)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            stats["running_loss"] += loss.item()
+
+    else:
+        g, d = models["generator"], models["discriminator"]
+        lr, real_label = script.trainer_kwargs["generator_lr"], 1.0 - script.trainer_kwargs["label_smoothing"]
+        opt_g = torch.optim.Adam(g.parameters(), lr=lr, betas=(0.5, 0.999))
+        opt_d = torch.optim.Adam(d.parameters(), lr=lr, betas=(0.5, 0.999))
+        criterion = torch.nn.BCEWithLogitsLoss()
+
+        def step(real: torch.Tensor) -> None:
+            real = real.to(device)
+            n = real.size(0)
+            noise = torch.randn(n, g.latent_dim, device=device)
+            fake = g(noise)
+            opt_d.zero_grad()
+            loss_d = criterion(d(real), torch.full((n,), real_label, device=device)) + criterion(
+                d(fake.detach()), torch.zeros(n, device=device)
+            )
+            loss_d.backward()
+            opt_d.step()
+            opt_g.zero_grad()
+            loss_g = criterion(d(fake), torch.ones(n, device=device))
+            loss_g.backward()
+            opt_g.step()
+            stats["running_loss"] += loss_d.item() + loss_g.item()
+
+    def run(steps: int) -> None:
+        for _ in range(steps):
+            images, _labels = next(batches)
+            step(images)
+
+    return run
+
+
+# ---------------------------------------------------------------------------- measuring
+
+
+def timed(run: Callable[[int], None], steps: int, device: torch.device) -> float:
+    began = time.perf_counter()
+    run(steps)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - began
+
+
+def calibrate(run: Callable[[int], None], device: torch.device, seconds: float) -> int:
+    """Warm up, then the number of steps that takes about `seconds`."""
+    run(2)
+    per_step = timed(run, 3, device) / 3
+    return max(2, round(seconds / per_step))
+
+
+def measure_alternately(
+    runners: dict[str, Callable[[int], None]], batch_size: int, device: torch.device, repeats: int, seconds: float
+) -> dict[str, dict]:
+    """Images/s of each runner, measured in turn (the order flips every repetition), median over repetitions."""
+    steps = {name: calibrate(run, device, seconds) for name, run in runners.items()}
+    rates: dict[str, list[float]] = {name: [] for name in runners}
+    order = list(runners)
+    for _ in range(repeats):
+        for name in order:
+            rates[name].append(steps[name] * batch_size / timed(runners[name], steps[name], device))
+        order.reverse()
+    return {
+        name: {"images_s": statistics.median(r), "low": min(r), "high": max(r), "steps": steps[name]}
+        for name, r in rates.items()
+    }
+
+
+class KernelCount(TorchDispatchMode):
+    """Counts the operators a step dispatches that compute something (not views or allocations):
+    on a GPU each is at least one kernel launch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        if not func.is_view and not name.startswith("empty") and name not in ("detach", "_to_copy", "lift_fresh"):
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def work_per_step(trainer, loader: InMemoryLoader) -> tuple[float, int]:
+    """(FLOPs, operators) of one training step of ours."""
+    batch = next(loader.batches(0))
+    with FlopCounterMode(display=False) as flops:
+        trainer.train_step(batch)
+    with KernelCount() as kernels:
+        trainer.train_step(batch)
+    return flops.get_total_flops(), kernels.count
+
+
+# ---------------------------------------------------------------------------- report
+
+
+def hours(epochs: int, images: int, images_s: float) -> float:
+    return epochs * images / images_s / 3600
+
+
+def machine(device: torch.device, threads: int) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
+    try:
+        load = f", load average {os.getloadavg()[0]:.1f}"
+    except (AttributeError, OSError):
+        load = ""
+    cpu = platform.processor() or platform.machine()
+    return f"{os.cpu_count()} CPU cores ({cpu}){load}; {threads} torch thread(s); torch {torch.__version__}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", default="../shared/data", help="folder holding MNIST/raw")
+    parser.add_argument("--cifar-root", default=None, help="CIFAR-10 image folder (default: ROOT/cifar10/train)")
+    parser.add_argument("--models", default="gan,vae,dcgan")
+    parser.add_argument("--repeats", type=int, default=5, help="alternating repetitions per measurement")
+    parser.add_argument("--seconds", type=float, default=1.0, help="about how long one repetition runs")
+    parser.add_argument("--batch-sizes", default="16,64,256", help="for the batch-size table; empty: skip it")
+    parser.add_argument("--threads", default="auto", help="CPU threads for both loops: 'auto' (ours) or a number")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, auto, ...")
+    parser.add_argument("--tutorial-workers", type=int, default=0, help="DataLoader workers of the tutorial loop")
+    parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True,
+                        help="also measure ours with amp=True (bf16), where the device has native bf16")  # fmt: skip
+    parser.add_argument("--full-epoch", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time one whole MNIST epoch of the FC GAN at batch 16 (ours)")  # fmt: skip
+    parser.add_argument("--gpu-us-per-kernel", type=float, default=10.0,
+                        help="for the paper GPU estimate: eager PyTorch cost per operator (launch + host)")  # fmt: skip
+    args = parser.parse_args(argv)
+    kinds = [k for k in args.models.split(",") if k]
+    device = pick_device(args.device)
+    cifar_root = args.cifar_root or str(Path(args.root) / "cifar10" / "train")
+    threads = args.threads if args.threads == "auto" else int(args.threads)
+    workdir = tempfile.mkdtemp(prefix="speed_")
+
+    rows, batch_rows, work = [], [], {}
+    for kind in kinds:
+        script = SPEC[kind][0]
+        dataset = dict(script.dataset_kwargs, root=args.root)
+        if kind == "dcgan":
+            dataset.update(dataset_type="image_folder", root=cifar_root)
+        shape = (3, 32, 32) if kind == "dcgan" else (1, 28, 28)
+        print(f"{kind}: loading data ...", file=sys.stderr)
+        loader = make_loader(shape, device, 0, True, **{**dataset, "in_memory": True})
+        ours = build_ours(kind, loader, device, threads, workdir)
+        used = torch.get_num_threads()  # what ours chose: the tutorial gets the same
+        tutorial = tutorial_runner(
+            kind, tutorial_data(kind, args.root, cifar_root, loader.batch_size, args.tutorial_workers), device
+        )
+        print(f"{kind}: measuring ours against the tutorial loop ({used} thread(s)) ...", file=sys.stderr)
+        runners = {"ours": ours_runner(ours, loader), "tutorial": tutorial}
+        if args.amp and amp_dtype(device) is not None:
+            runners["ours + amp"] = ours_runner(build_ours(kind, loader, device, used, workdir, amp=True), loader)
+        result = measure_alternately(
+            runners,
+            loader.batch_size,
+            device,
+            args.repeats,
+            args.seconds,
+        )
+        rows.append((kind, loader.batch_size, used, result))
+        work[kind] = work_per_step(ours, loader)
+
+        for batch_size in [int(b) for b in args.batch_sizes.split(",") if b]:
+            sized = InMemoryLoader(loader.images, loader.labels, batch_size, True, loader.normalize, 0, device)
+            trainer = build_ours(kind, sized, device, threads, workdir)
+            print(f"{kind}: batch {batch_size} ({torch.get_num_threads()} thread(s)) ...", file=sys.stderr)
+            one = measure_alternately(
+                {"ours": ours_runner(trainer, sized)}, batch_size, device, max(1, args.repeats - 2), args.seconds
+            )
+            batch_rows.append((kind, batch_size, torch.get_num_threads(), one["ours"]))
+        torch.set_num_threads(used)
+
+    epoch_seconds = None
+    if args.full_epoch and "gan" in kinds:
+        print("gan: one full epoch at batch 16 ...", file=sys.stderr)
+        loader = make_loader((1, 28, 28), device, 0, True, **{**main_gan.dataset_kwargs, "root": args.root})
+        trainer = build_ours("gan", loader, device, threads, workdir)
+        with contextlib.redirect_stderr(io.StringIO()):
+            trainer._train_epoch(1)
+        epoch_seconds = (trainer.seconds, len(loader) * loader.batch_size, torch.get_num_threads())
+
+    print(f"\n## Training speed: ours against a tutorial loop\n\n{machine(device, torch.get_num_threads())}; ")
+    print(f"median of {args.repeats} alternating repetitions of about {args.seconds:g} s (lowest-highest)\n")
+    amp = any("ours + amp" in r for *_, r in rows)
+    print(
+        "| model | batch | threads | ours images/s | ours ms/step | tutorial images/s | tutorial ms/step | ratio |"
+        + (" ours + amp images/s | ratio |" if amp else "")
+    )
+    print("| --- " * (10 if amp else 8) + "|")
+    for kind, batch, used, r in rows:
+        o, t = r["ours"], r["tutorial"]
+        line = (
+            f"| {kind} | {batch} | {used} | {o['images_s']:.0f} ({o['low']:.0f}-{o['high']:.0f}) "
+            f"| {1000 * batch / o['images_s']:.2f} | {t['images_s']:.0f} ({t['low']:.0f}-{t['high']:.0f}) "
+            f"| {1000 * batch / t['images_s']:.2f} | {o['images_s'] / t['images_s']:.2f}x |"
+        )
+        if "ours + amp" in r:
+            a = r["ours + amp"]
+            line += f" {a['images_s']:.0f} ({a['low']:.0f}-{a['high']:.0f}) | {a['images_s'] / t['images_s']:.2f}x |"
+        print(line)
+    if amp:
+        print("\namp (bf16 autocast) is an option, off by default: its results are close to, not the same as, float32.")
+    if epoch_seconds:
+        seconds, images, used = epoch_seconds
+        print(f"\nOne full MNIST epoch of the FC GAN at batch 16 (ours, {images} images, {used} thread(s)): ", end="")
+        print(f"{seconds:.1f} s")
+
+    if batch_rows:
+        print("\n## What the batch size costs (ours)\n")
+        print("| model | batch | threads | images/s | ms/step | one epoch (s) | SPEC run (h) |")
+        print("| --- | --- | --- | --- | --- | --- | --- |")
+        for kind, batch, used, r in batch_rows:
+            _, _, _, epochs, images = SPEC[kind]
+            print(
+                f"| {kind} | {batch} | {used} | {r['images_s']:.0f} | {1000 * batch / r['images_s']:.2f} "
+                f"| {images / r['images_s']:.1f} | {hours(epochs, images, r['images_s']):.1f} |"
+            )
+
+    print("\n## A full SPEC run (batch 16), projected from the table above\n")
+    print("| model | epochs x images | ours (h) | tutorial loop (h) | GFLOP/step | operators/step | paper GPU (h) |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for kind, batch, _, r in rows:
+        _, _, _, epochs, images = SPEC[kind]
+        flops, kernels = work[kind]
+        gpu_images_s = batch / (kernels * args.gpu_us_per_kernel * 1e-6)
+        print(
+            f"| {kind} | {epochs} x {images} | {hours(epochs, images, r['ours']['images_s']):.1f} "
+            f"| {hours(epochs, images, r['tutorial']['images_s']):.1f} | {flops / 1e9:.3g} | {kernels} "
+            f"| {hours(epochs, images, gpu_images_s):.1f} |"
+        )
+    print(
+        f"\nPaper GPU: at batch 16 a step is launch-bound, not FLOP-bound (a GPU does these GFLOP in well under "
+        f"a millisecond), so it costs about operators x {args.gpu_us_per_kernel:g} us of eager-PyTorch overhead "
+        "per operator; CUDA graphs or a larger batch are what lower it. Excludes evaluation and checkpoints."
+    )
+
+
+if __name__ == "__main__":
+    run_cli(main)

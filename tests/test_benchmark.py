@@ -1,0 +1,25 @@
+"""benchmarks/speed.py on tiny data with the shortest settings: it runs and prints its tables."""
+
+from __future__ import annotations
+
+import importlib.util
+import types
+from pathlib import Path
+
+from helpers import REPO
+
+
+def test_speed_benchmark_prints_its_tables(mnist: types.SimpleNamespace, image_folder: Path, capsys) -> None:
+    spec = importlib.util.spec_from_file_location("speed_benchmark", REPO / "benchmarks" / "speed.py")
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    benchmark.main(
+        ["--root", str(mnist.root), "--cifar-root", str(image_folder), "--models", "gan,dcgan", "--repeats", "1"]
+        + ["--seconds", "0.001", "--batch-sizes", "16", "--no-full-epoch", "--no-amp", "--threads", "1"]
+    )
+    out = capsys.readouterr().out
+    for heading in ("ours against a tutorial loop", "What the batch size costs", "A full SPEC run"):
+        assert heading in out
+    rows = [line for line in out.splitlines() if line.startswith(("| gan |", "| dcgan |"))]
+    assert len(rows) == 6  # each model: comparison, batch size, SPEC run
+    assert rows[0].endswith("x |")  # the ratio column

@@ -1,0 +1,195 @@
+"""Speed settings: with them off, the fast steps compute exactly what a plain step computes; the
+two data paths train identically; the options run on CPU; num_threads is chosen as documented."""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import trainers.speed as speed
+from datasets import InMemoryLoader
+from helpers import Tiny, state_dicts_equal, weights
+from models import VAE, DCGANDiscriminator, DCGANGenerator, FCDiscriminator, FCGenerator
+from trainers import GANTrainer, VAETrainer, train_gan, train_vae
+from utils import UserError
+
+STEPS = 5
+
+
+def _loader(shape: tuple[int, int, int], normalize: bool) -> InMemoryLoader:
+    images = torch.randint(0, 256, (4 * 8, *shape), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    return InMemoryLoader(images, torch.zeros(len(images)), 8, True, normalize, seed=0)
+
+
+def _plain_gan_step(g, d, ema, opt_g, opt_d, real, real_target=0.9, decay=0.999) -> list[torch.Tensor]:
+    """A textbook GAN step: full backward passes, EMA over a fresh state_dict."""
+    z = torch.randn(len(real), g.latent_dim)
+    fake = g(z)
+    d_real, d_fake = d(real), d(fake.detach())
+    d_loss = F.binary_cross_entropy_with_logits(
+        d_real, torch.full_like(d_real, real_target)
+    ) + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))
+    opt_d.zero_grad()
+    d_loss.backward()
+    opt_d.step()
+    d_gen = d(fake)
+    g_loss = F.binary_cross_entropy_with_logits(d_gen, torch.ones_like(d_gen))
+    opt_g.zero_grad()
+    g_loss.backward()
+    opt_g.step()
+    with torch.no_grad():
+        ema_state = ema.state_dict()
+        for key, value in g.state_dict().items():
+            if value.is_floating_point():
+                ema_state[key].lerp_(value, 1 - decay)
+    return [d_loss, g_loss, torch.sigmoid(d_real).mean(), torch.sigmoid(d_fake).mean()]
+
+
+@pytest.mark.parametrize(
+    ("make", "shape"),
+    [
+        (lambda: (FCGenerator(8, 32), FCDiscriminator(784, 32)), (1, 28, 28)),
+        (lambda: (DCGANGenerator(8, 4, 3, 16), DCGANDiscriminator(4, 3, 16)), (3, 16, 16)),
+    ],
+    ids=["fc", "dcgan"],
+)
+def test_gan_step_computes_what_a_plain_step_computes(make, shape: tuple[int, int, int], tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    g, d = make()
+    plain = [copy.deepcopy(m) for m in (g, d, g)]
+    loader = _loader(shape, normalize=True)
+    trainer = GANTrainer(g, d, loader, {}, output_dir=str(tmp_path), device="cpu", label_smoothing=0.1, num_threads=1)
+    opts = [torch.optim.Adam(m.parameters(), 0.0002, betas=(0.5, 0.999), fused=True) for m in plain[:2]]
+    batches = list(loader.batches(1))
+    torch.manual_seed(1)
+    fast_terms = [trainer.train_step(batch) for batch in batches]
+    torch.manual_seed(1)
+    plain_terms = [_plain_gan_step(*plain, *opts, batch) for batch in batches]
+    for fast, slow in zip(fast_terms, plain_terms, strict=True):
+        assert all(torch.equal(a, b.detach()) for a, b in zip(fast.values(), slow, strict=True))
+    for model, reference in zip((g, d, trainer.ema), plain, strict=True):
+        assert state_dicts_equal(model.state_dict(), reference.state_dict())
+
+
+def test_vae_step_computes_what_a_plain_step_computes(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    vae = VAE(hidden_size=32, latent_dim=4)
+    plain = copy.deepcopy(vae)
+    loader = _loader((1, 28, 28), normalize=False)
+    trainer = VAETrainer(vae, loader, loader, {}, output_dir=str(tmp_path), device="cpu", num_threads=1)
+    optimizer = torch.optim.Adam(plain.parameters(), 1e-3, fused=True)
+    torch.manual_seed(1)
+    fast = [trainer.train_step(batch)["loss"] for batch in loader.batches(1)]
+    torch.manual_seed(1)
+    slow = []
+    for batch in loader.batches(1):
+        loss = plain.loss(batch, plain(batch))["loss"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        slow.append(loss.detach())
+    assert all(torch.equal(a, b) for a, b in zip(fast, slow, strict=True))
+    assert state_dicts_equal(vae.state_dict(), plain.state_dict())
+
+
+# ---------------------------------------------------------------------------- whole runs
+
+
+def _run(kind: str, tiny: Tiny, out: Path, dataset: dict | None = None, **trainer):
+    if kind == "gan":
+        return train_gan(FCGenerator, FCDiscriminator, *tiny.gan(out, dataset, **trainer))
+    if kind == "dcgan":
+        return train_gan(DCGANGenerator, DCGANDiscriminator, *tiny.dcgan(out, dataset, **trainer))
+    return train_vae(VAE, *tiny.vae(out, dataset, **trainer))
+
+
+def _files(kind: str) -> list[str]:
+    return ["vae.pt"] if kind == "vae" else ["generator.pt", "discriminator.pt"]
+
+
+def _losses(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
+
+
+@pytest.mark.parametrize("kind", ["gan", "dcgan", "vae"])
+def test_both_data_paths_train_identically(kind: str, tiny: Tiny, tmp_path: Path) -> None:
+    memory = _run(kind, tiny, tmp_path / "memory", {"in_memory": True}, num_epochs=1)
+    streamed = _run(kind, tiny, tmp_path / "streamed", {"in_memory": False}, num_epochs=1)
+    assert _losses(memory.history) == _losses(streamed.history)
+    for name in _files(kind):
+        assert state_dicts_equal(weights(tmp_path / "memory" / name), weights(tmp_path / "streamed" / name))
+
+
+@pytest.mark.parametrize(("kind", "options"), [("gan", {"amp": True}), ("dcgan", {"amp": True, "channels_last": True})])
+def test_speed_options_run_on_cpu(kind: str, options: dict, tiny: Tiny, tmp_path: Path, capsys) -> None:
+    run = _run(kind, tiny, tmp_path, num_epochs=1, **options)
+    assert len(run.history) == 1 and all(math.isfinite(v) for v in run.history[0].values())
+    native_bf16 = speed.amp_dtype(torch.device("cpu")) is not None
+    assert ("note: amp ignored" in capsys.readouterr().out) != native_bf16
+    if native_bf16:
+        assert run.speed.dtype == torch.bfloat16
+    if options.get("channels_last"):
+        assert run.generator.net[0].weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_vae_amp_trains_close_to_float32(tiny: Tiny, tmp_path: Path) -> None:
+    run = _run("vae", tiny, tmp_path, num_epochs=1, amp=True)
+    reference = _run("vae", tiny, tmp_path / "fp32", num_epochs=1)
+    assert run.history[0]["test_loss"] == pytest.approx(reference.history[0]["test_loss"], rel=0.05)
+
+
+def test_channels_last_is_ignored_for_fully_connected_models(tiny: Tiny, tmp_path: Path, capsys) -> None:
+    run = _run("gan", tiny, tmp_path, num_epochs=1, channels_last=True)
+    assert "note: channels_last ignored: the models have no convolutions" in capsys.readouterr().out
+    assert not run.speed.channels_last
+
+
+def test_compile_wraps_the_modules_and_checkpoints_keep_their_names(tmp_path: Path) -> None:
+    """Compiling happens at the first call (tens of seconds on CPU), so this checks the wiring only."""
+    torch.manual_seed(0)
+    g, d = FCGenerator(8, 16), FCDiscriminator(784, 16)
+    trainer = GANTrainer(g, d, _loader((1, 28, 28), True), {}, output_dir=str(tmp_path), device="cpu", compile=True)
+    assert trainer.g is not g and trainer.g._orig_mod is g and trainer.d._orig_mod is d
+    assert set(trainer.models["generator"].state_dict()) == set(FCGenerator(8, 16).state_dict())
+
+
+# ---------------------------------------------------------------------------- threads
+
+
+def test_num_threads_explicit_and_invalid(tiny: Tiny, tmp_path: Path) -> None:
+    before = torch.get_num_threads()
+    try:
+        _run("gan", tiny, tmp_path, {"max_samples": 16}, num_epochs=1, num_threads=2)
+        assert torch.get_num_threads() == 2
+        _run("gan", tiny, tmp_path / "b", {"max_samples": 16}, num_epochs=1, num_threads="1")  # as --num-threads 1
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    for bad in (0, "many", 1.5):
+        with pytest.raises(UserError, match=r"num_threads"):
+            _run("gan", tiny, tmp_path / "c", num_threads=bad)
+
+
+def test_num_threads_auto(monkeypatch) -> None:
+    cpu = torch.device("cpu")
+    small, large = [FCGenerator(8, 16)], [VAE()]  # parameters x 16 below / above SMALL_STEP
+    monkeypatch.setattr(speed.os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(speed.os, "getloadavg", lambda: (2.6, 0.0, 0.0))
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert speed.choose_num_threads("auto", cpu, large, 16) == torch.get_num_threads()  # the environment decides
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert speed.choose_num_threads("auto", cpu, small, 16) == 1
+    assert speed.choose_num_threads("auto", cpu, large, 16) == 5  # 8 cores, 3 busy
+    assert speed.choose_num_threads(4, cpu, small, 16) == 4
+    monkeypatch.setattr(speed.os, "getloadavg", lambda: (30.0, 0.0, 0.0))
+    assert speed.choose_num_threads("auto", cpu, large, 16) == 1
+
+
+def test_in_memory_is_checked_before_any_work(tiny: Tiny, tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=r"dataset_kwargs\['in_memory'\] must be True, False or 'auto', got 'yes'"):
+        _run("gan", tiny, tmp_path, {"in_memory": "yes"})

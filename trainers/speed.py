@@ -1,0 +1,118 @@
+"""Speed settings of the trainers: CPU threads, and the optional bf16 autocast, channels_last and torch.compile.
+
+With every option off (`amp`, `channels_last`, `compile` False) a run computes exactly what it
+computed without them. `num_threads` only says how many CPU threads torch uses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from utils import require
+
+# Below this many parameters x batch size a step is a few hundred small kernels: splitting each
+# over threads costs more in synchronisation than it gains (measured: the FC GAN at batch 16).
+SMALL_STEP = 2**24
+
+
+def check_num_threads(value: int | str) -> None:
+    require(
+        value == "auto" or (type(value) is int and value > 0),
+        f"trainer_kwargs['num_threads'] must be 'auto' or a positive int, got {value!r}",
+    )
+
+
+def idle_cores() -> int:
+    """CPU cores not busy with other work: the core count minus the 1-minute load average, at least 1."""
+    cores = os.cpu_count() or 1
+    try:
+        busy = os.getloadavg()[0]
+    except (AttributeError, OSError):  # no load average on this system
+        busy = 0.0
+    return max(1, min(cores, cores - round(busy)))
+
+
+def choose_num_threads(num_threads: int | str, device: torch.device, models: list[nn.Module], batch_size: int) -> int:
+    """The CPU threads a run uses. 'auto': torch's own choice on a GPU or where OMP_NUM_THREADS is
+    set; else one thread for a small step (parameters x batch size < SMALL_STEP), and otherwise the
+    idle cores, because threads that wait for a busy core make every step many times slower."""
+    check_num_threads(num_threads)
+    if num_threads != "auto":
+        return num_threads
+    if device.type != "cpu" or os.environ.get("OMP_NUM_THREADS"):
+        return torch.get_num_threads()
+    parameters = sum(p.numel() for model in models for p in model.parameters())
+    return 1 if parameters * batch_size < SMALL_STEP else idle_cores()
+
+
+def amp_dtype(device: torch.device) -> torch.dtype | None:
+    """bfloat16 where the device computes it natively (CUDA from Ampere on, CPUs with AVX512-BF16
+    or AMX), else None. bf16 keeps float32's range, so no loss scaling is needed."""
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    if device.type == "cpu":
+        try:
+            native = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        except (AttributeError, RuntimeError):
+            native = False
+        return torch.bfloat16 if native else None
+    return None
+
+
+def has_convolutions(models: list[nn.Module]) -> bool:
+    return any(p.dim() == 4 for model in models for p in model.parameters())
+
+
+class Speed:
+    """A trainer's speed settings, applied to its models when built; then `autocast()` around the
+    forward passes, `compiled(module)` for the modules a step calls, and `batch(x)` for its input.
+
+    num_threads: see `choose_num_threads`.
+    amp: bf16 autocast of the forward passes (losses stay float32) where `amp_dtype` finds native
+        bf16; elsewhere a note says it is ignored.
+    channels_last: NHWC memory format for models with convolutions and their batches (what
+        CUDA's tensor cores want); ignored, with a note, for fully-connected models.
+    compile: run the modules' forward through torch.compile (the first steps are slow while it compiles).
+    """
+
+    def __init__(
+        self,
+        models: list[nn.Module],
+        device: torch.device,
+        batch_size: int,
+        *,
+        num_threads: int | str = "auto",
+        amp: bool = False,
+        channels_last: bool = False,
+        compile: bool = False,
+    ) -> None:
+        torch.set_num_threads(choose_num_threads(num_threads, device, models, batch_size))
+        self.dtype = amp_dtype(device) if amp else None
+        if amp and self.dtype is None:
+            print(f"note: amp ignored: {device.type} here has no native bfloat16; training in float32")
+        self.device_type = device.type
+        self.channels_last = channels_last and has_convolutions(models)
+        if channels_last and not self.channels_last:
+            print("note: channels_last ignored: the models have no convolutions")
+        if self.channels_last:
+            for model in models:
+                model.to(memory_format=torch.channels_last)
+        self.compile = compile
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device_type, dtype=self.dtype)
+
+    def compiled(self, module: nn.Module) -> Callable:
+        """What a step calls instead of `module`: the module itself, or its compiled form (which shares
+        its parameters; checkpoints keep saving the module)."""
+        return torch.compile(module) if self.compile else module
+
+    def batch(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
