@@ -252,7 +252,7 @@ def machine(device: torch.device, threads: int) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root", default="../shared/data", help="folder holding MNIST/raw")
+    parser.add_argument("--root", default=str(REPO.parent / "shared" / "data"), help="folder holding MNIST/raw")
     parser.add_argument("--cifar-root", default=None, help="CIFAR-10 image folder (default: ROOT/cifar10/train)")
     parser.add_argument("--models", default="gan,vae,dcgan")
     parser.add_argument("--repeats", type=int, default=5, help="alternating repetitions per measurement")
