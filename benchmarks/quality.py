@@ -25,20 +25,25 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # `python benchmarks/quality.py` as well as `python -m benchmarks.quality`
+    sys.path.insert(0, str(REPO))
 
-import main_dcgan
-import main_gan
-import main_vae
-from models import VAE, DCGANDiscriminator, DCGANGenerator, FCDiscriminator, FCGenerator
-from trainers import Trainer, train_gan, train_vae
-from trainers.classifier import data_source, load_split
-from trainers.metrics import make_generator_evaluator
-from utils import require, run_cli
+import torch  # noqa: E402
+
+import main_dcgan  # noqa: E402
+import main_gan  # noqa: E402
+import main_vae  # noqa: E402
+from models import VAE, DCGANDiscriminator, DCGANGenerator, FCDiscriminator, FCGenerator  # noqa: E402
+from trainers import Trainer, train_gan, train_vae  # noqa: E402
+from trainers.classifier import data_source, load_split  # noqa: E402
+from trainers.metrics import make_generator_evaluator  # noqa: E402
+from utils import require, run_cli  # noqa: E402
 
 RUNS = ("gan", "gan_plain", "dcgan", "vae")
 COLUMNS = {  # metric key -> table heading (arrows: which way is better)
@@ -139,7 +144,9 @@ def _format(value: float | None) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root", default="../shared/data", help="folder holding MNIST/raw and cifar10/{train,test}")
+    parser.add_argument(
+        "--root", default=str(REPO.parent / "shared" / "data"), help="folder holding MNIST/raw and cifar10/{train,test}"
+    )
     parser.add_argument("--cifar-root", default=None, help="CIFAR-10 image folder (default: <root>/cifar10/train)")
     parser.add_argument("--models", default=",".join(RUNS), help=f"comma-separated runs out of {', '.join(RUNS)}")
     budget = parser.add_mutually_exclusive_group()
