@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
+import main_dcgan
 from datasets import DatasetLoader, InMemoryLoader
-from utils import UserError
+from helpers import GAN_COLUMNS, REPO, VAE_COLUMNS, Tiny, cli_args, read_csv, run_main_in_process, script_env, weights
+from utils import UserError, load_model
+
+SCRIPTS = {"gan": "main_gan.py", "dcgan": "main_dcgan.py", "vae": "main_vae.py"}
 
 
 def _loader(count: int, batch_size: int, shuffle: bool = True) -> InMemoryLoader:
@@ -67,3 +75,57 @@ def test_sharded_dataset_loader_serves_the_in_memory_batches() -> None:
         assert len(memory) == len(dataset) == 2
         pairs = list(zip(memory.batches(2, start=0), dataset.batches(2, start=0), strict=True))
         assert all(torch.equal(a, b) for a, b in pairs)
+
+
+# ---------------------------------------------------------------------------- 2-process runs (torchrun, gloo)
+
+
+def _torchrun_command(script: str, args: list[str]) -> list[str]:
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    return [*launcher, str(REPO / script), *args]
+
+
+def _torchrun(script: str, args: list[str]) -> subprocess.CompletedProcess:
+    command = _torchrun_command(script, args)
+    result = subprocess.run(command, cwd=REPO, env=script_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    return result
+
+
+def _kwargs(kind: str, tiny: Tiny, out: Path, **trainer) -> tuple[dict, dict, dict]:
+    return getattr(tiny, "gan" if kind == "gan" else kind)(out, **trainer)
+
+
+def _check_outputs(kind: str, out: Path, result: subprocess.CompletedProcess, epochs: int) -> None:
+    """One set of outputs, printed once, whose weights load in this (single) process without DDP's prefixes."""
+    columns, rows = read_csv(out / "losses.csv")
+    assert columns == (VAE_COLUMNS if kind == "vae" else GAN_COLUMNS)
+    assert [int(row["epoch"]) for row in rows] == list(range(1, epochs + 1))
+    assert result.stdout.count(f"epoch {epochs}/{epochs}:") == 1  # rank 1 prints nothing
+    assert (out / f"generated_image_epoch_{epochs}.png").is_file()
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left
+    names = ["vae"] if kind == "vae" else ["generator", "discriminator"]
+    checkpoint = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
+    assert checkpoint["epoch"] == epochs
+    for name in names:
+        model = load_model(out / f"{name}.pt")
+        assert not any(key.startswith("module.") for key in weights(out / f"{name}.pt"))
+        assert checkpoint["models"][name].keys() == model.state_dict().keys()
+
+
+@pytest.mark.parametrize("kind", ["gan", "vae"])
+def test_two_process_run_writes_one_set_of_outputs(kind: str, tiny: Tiny, tmp_path: Path) -> None:
+    result = _torchrun(SCRIPTS[kind], cli_args(*_kwargs(kind, tiny, tmp_path, num_epochs=1)))
+    _check_outputs(kind, tmp_path, result, epochs=1)
+
+
+def test_checkpoints_move_between_one_process_and_two(
+    tiny: Tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A one-process DCGAN run is resumed by a 2-process torchrun, which a one-process run resumes again."""
+    run_main_in_process(main_dcgan, cli_args(*tiny.dcgan(tmp_path, num_epochs=1)), monkeypatch)
+    result = _torchrun(SCRIPTS["dcgan"], cli_args(*tiny.dcgan(tmp_path, num_epochs=2)))
+    assert result.stdout.count("resuming from") == 1
+    _check_outputs("dcgan", tmp_path, result, epochs=2)
+    run_main_in_process(main_dcgan, cli_args(*tiny.dcgan(tmp_path, num_epochs=3)), monkeypatch)
+    assert [row["epoch"] for row in read_csv(tmp_path / "losses.csv")[1]] == ["1", "2", "3"]
