@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -129,3 +133,56 @@ def test_checkpoints_move_between_one_process_and_two(
     _check_outputs("dcgan", tmp_path, result, epochs=2)
     run_main_in_process(main_dcgan, cli_args(*tiny.dcgan(tmp_path, num_epochs=3)), monkeypatch)
     assert [row["epoch"] for row in read_csv(tmp_path / "losses.csv")[1]] == ["1", "2", "3"]
+
+
+def test_ctrl_c_stops_every_rank_at_one_step_and_the_run_resumes(tiny: Tiny, tmp_path: Path) -> None:
+    """Ctrl-C reaches torchrun and both workers (which torchrun signals again): the ranks agree on a step,
+    rank 0 saves a checkpoint, nobody hangs; the same command resumes from it."""
+    args = cli_args(*tiny.gan(tmp_path, num_epochs=1000, sample_every=1000))
+    launcher = subprocess.Popen(
+        _torchrun_command(SCRIPTS["gan"], args),
+        cwd=REPO,
+        env=script_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group: the terminal's Ctrl-C goes to the whole group
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "losses.csv").exists() and launcher.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        os.killpg(launcher.pid, signal.SIGINT)
+        _, stderr = launcher.communicate(timeout=60)
+    finally:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
+    assert launcher.returncode != 0
+    assert stderr.count("SIGINT: stopped in epoch") == 1, stderr[-3000:]
+    checkpoint = torch.load(tmp_path / "checkpoint.pt", map_location="cpu", weights_only=True)
+    epochs = checkpoint["epoch"] + 1  # finish the interrupted epoch
+    assert 1 <= epochs < 1000
+    result = _torchrun(SCRIPTS["gan"], cli_args(*tiny.gan(tmp_path, num_epochs=epochs, sample_every=1000)))
+    assert len(re.findall(r"resuming from .*checkpoint.pt \(epoch", result.stdout)) == 1
+    _check_outputs("gan", tmp_path, result, epochs=epochs)
+
+
+def test_sync_batchnorm_is_a_note_in_one_process_and_an_error_on_cpu(capsys: pytest.CaptureFixture) -> None:
+    import torch.distributed as dist
+
+    from models import DCGANGenerator, FCGenerator
+    from trainers import distributed
+
+    generator = DCGANGenerator(latent_dim=4, feature_maps=4, image_channels=1, image_size=8)
+    distributed.use_sync_batchnorm([FCGenerator(4, 8, generator_batchnorm=False)], torch.device("cpu"))
+    distributed.use_sync_batchnorm([generator], torch.device("cpu"))
+    notes = capsys.readouterr().out
+    assert "sync_batchnorm ignored: the models have no BatchNorm" in notes
+    assert "sync_batchnorm ignored: not a distributed run" in notes
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        with pytest.raises(UserError, match="sync_batchnorm needs CUDA"):
+            distributed.use_sync_batchnorm([generator], torch.device("cpu"))
+    finally:
+        distributed.stop()
+    assert not distributed.active()
