@@ -99,7 +99,7 @@ class Trainer:
         self.evaluator: GeneratorEvaluator | None | bool = None  # built at the first evaluation; False: none
         self.seconds = 0.0  # training time of the current epoch
         self.stop_signal: int | None = None
-        self.stopping = False  # stop after this epoch's last step (in a distributed run: every rank agrees)
+        self.stopping = False  # in a distributed run: every rank agreed to stop after a signal
         self.world_size = distributed.world_size()
         if self.world_size > 1:
             loader.shard(distributed.rank(), self.world_size)
@@ -152,7 +152,7 @@ class Trainer:
         try:
             for epoch in range(self.epoch + 1, self.num_epochs + 1):
                 self._train_epoch(epoch)
-                if self.stopping:
+                if self.stopping or (self.world_size == 1 and self.stop_signal is not None):
                     signum = self.stop_signal or signal.SIGTERM  # a rank can stop for another's signal
                     if distributed.is_main():
                         self._save_checkpoint()
@@ -209,15 +209,13 @@ class Trainer:
             self.step += 1
             point_steps += 1
             point = self.step % point_every == 0 or self.step == steps
-            self.stopping = self.stop_signal is not None
             if self.world_size > 1:  # the ranks stop at the same step, or DDP waits forever for the first to stop
+                signalled = self.stop_signal is not None
                 if point:  # one collective: the curve's means over the ranks, and whether any rank got a signal
-                    point_sums = distributed.mean_over_ranks({**point_sums, "stop": float(self.stopping)})
+                    point_sums = distributed.mean_over_ranks({**point_sums, "stop": float(signalled)})
                     self.stopping = bool(point_sums.pop("stop") > 0)
                 elif self.step % STOP_CHECK_EVERY == 0:
-                    self.stopping = distributed.any_rank(self.stopping)
-                else:
-                    self.stopping = False
+                    self.stopping = distributed.any_rank(signalled)
             if point:
                 means = {k: v.item() / point_steps for k, v in point_sums.items()}
                 self._check_finite(means, epoch)
@@ -225,7 +223,7 @@ class Trainer:
                 point_sums, point_steps = {}, 0
                 bar.set_postfix({k: f"{v:.3g}" for k, v in means.items()})
             bar.update(1)
-            if self.stopping:
+            if self.stopping or (self.world_size == 1 and self.stop_signal is not None):
                 break
         bar.close()
         if self.world_size > 1:  # mean over the ranks: losses.csv and checkpoints hold all the data's losses

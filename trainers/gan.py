@@ -102,8 +102,9 @@ class GANTrainer(Trainer):
         # g and d are in DDP; the generator step calls the plain discriminator (`d_plain`): it computes no
         # gradients for D, and D's DDP would wait for them. G's DDP averages G's gradients.
         self.g = self.speed.compiled(distributed.wrap(generator))
-        self.d = self.speed.compiled(distributed.wrap(discriminator))
-        self.d_plain = self.d if self.d is discriminator else self.speed.compiled(discriminator)
+        wrapped = distributed.wrap(discriminator)
+        self.d = self.speed.compiled(wrapped)
+        self.d_plain = self.d if wrapped is discriminator else self.speed.compiled(discriminator)
         self.generator_parameters = list(generator.parameters())
         if self.ema is not None:
             ema_state, state = self.ema.state_dict(), generator.state_dict()
