@@ -232,12 +232,31 @@ class Loader:
         self.shuffle = shuffle
         self.seed = seed
         self.normalize = normalize
+        self.rank, self.world_size = 0, 1  # see `shard`
+
+    def shard(self, rank: int, world_size: int) -> None:
+        """Serve only this process's share of each epoch in a distributed run (see `order`)."""
+        require(
+            len(self.labels) >= world_size,
+            f"{len(self.labels)} training images cannot be shared by {world_size} processes: "
+            "use more images (max_samples) or fewer processes",
+        )
+        self.rank, self.world_size = rank, world_size
 
     def __len__(self) -> int:
-        return -(-len(self.labels) // self.batch_size)
+        # Every rank takes this many steps (DDP needs equal counts): its smallest share, in batches.
+        return -(-(len(self.labels) // self.world_size) // self.batch_size)
 
     def order(self, epoch: int) -> torch.Tensor:
-        return epoch_order(len(self.labels), self.shuffle, self.seed, epoch)
+        """This rank's images of epoch `epoch`: every rank draws the same permutation and takes every
+        world_size-th image of it from position `rank`, so the shares cover the data exactly once."""
+        return epoch_order(len(self.labels), self.shuffle, self.seed, epoch)[self.rank :: self.world_size]
+
+    def index_batches(self, epoch: int, start: int = 0, device: torch.device | None = None) -> list[torch.Tensor]:
+        """The image indices (on `device`) of each batch of epoch `epoch` from batch `start` on. A share one
+        image larger than the smallest puts that image in its last batch: all ranks take `len(self)` steps."""
+        order, size, steps = self.order(epoch).to(device), self.batch_size, len(self)
+        return [order[i * size : (i + 1) * size if i < steps - 1 else None] for i in range(start, steps)]
 
     def to_float(self, images: torch.Tensor) -> torch.Tensor:
         return to_float(images, self.normalize)
@@ -269,10 +288,9 @@ class InMemoryLoader(Loader):
         self.labels = labels.to(device)
 
     def batches(self, epoch: int, start: int = 0) -> Iterator[torch.Tensor]:
-        order = self.order(epoch).to(self.images.device)
-        for i in range(start, len(self)):
+        for indices in self.index_batches(epoch, start, self.images.device):
             # index_select copies whole rows: several times faster than images[indices]
-            yield self.to_float(self.images.index_select(0, order[i * self.batch_size : (i + 1) * self.batch_size]))
+            yield self.to_float(self.images.index_select(0, indices))
 
     def in_file_order(self, batch_size: int) -> InMemoryLoader:
         return InMemoryLoader(
@@ -305,8 +323,7 @@ class DatasetLoader(Loader):
         self.images = DatasetImages(dataset, self.device)
 
     def batches(self, epoch: int, start: int = 0) -> Iterator[torch.Tensor]:
-        order, size = self.order(epoch), self.batch_size
-        index_batches = [order[i * size : (i + 1) * size].tolist() for i in range(start, len(self))]
+        index_batches = [indices.tolist() for indices in self.index_batches(epoch, start)]
         loader = torch.utils.data.DataLoader(
             self.dataset,
             batch_sampler=index_batches,

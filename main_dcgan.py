@@ -42,6 +42,7 @@ trainer_kwargs = {
     "amp": False,  # bfloat16 autocast where the device has native bf16 (CUDA, recent CPUs): faster, not bitwise
     "channels_last": False,  # NHWC memory format for the convolutions (for CUDA; no gain on CPU)
     "compile": False,  # torch.compile the models (slow first steps; measure before relying on it)
+    "sync_batchnorm": False,  # under torchrun on CUDA: BatchNorm statistics over all processes' batches
 }
 
 

@@ -45,6 +45,7 @@ trainer_kwargs = {
     "num_threads": "auto",  # CPU threads: "auto" (1 for small steps, else the idle cores) or a number
     "amp": False,  # bfloat16 autocast where the device has native bf16 (CUDA, recent CPUs): faster, not bitwise
     "compile": False,  # torch.compile the models (slow first steps; measure before relying on it)
+    "sync_batchnorm": False,  # under torchrun on CUDA: BatchNorm statistics over all processes' batches
 }
 
 

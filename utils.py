@@ -32,7 +32,9 @@ def run_cli(main: Callable[..., Any], *args: Any) -> None:
     try:
         main(*args)
     except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
+        rank = int(os.environ.get("RANK", "0")) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0
+        where = f"(rank {rank}) " if rank else ""  # under torchrun every process reports its error
+        print(f"error: {where}{error}", file=sys.stderr)
         sys.exit(2)
 
 

@@ -22,8 +22,9 @@ from torch import nn  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from datasets import Loader  # noqa: E402
+from trainers import distributed  # noqa: E402
 from trainers.metrics import GeneratorEvaluator, make_generator_evaluator  # noqa: E402
-from utils import UserError, atomic_save, load_state, read_checkpoint, require, save_model  # noqa: E402
+from utils import UserError, atomic_save, load_state, read_checkpoint, require, save_model, seed_everything  # noqa: E402
 
 # Keys that may change between a run and its resumption; any other change is a different run.
 RESUMABLE_CHANGES = {
@@ -37,6 +38,9 @@ RESUMABLE_CHANGES = {
     "eval_every",
 }
 RESUMABLE_CHANGES |= {"in_memory", "num_threads", "channels_last", "compile"}  # speed only (up to float rounding)
+RESUMABLE_CHANGES |= {"sync_batchnorm"}  # distributed runs only; older checkpoints lack the key
+# In a distributed run the ranks agree whether to stop after a signal at least this often (in steps).
+STOP_CHECK_EVERY = 20
 
 
 class NonFiniteLoss(Exception):
@@ -50,6 +54,10 @@ class Trainer:
     the sample grids, one .pt of weights per model and checkpoint.pt (everything needed to resume);
     every `eval_every` epochs and after the last, the quality metrics of `compute_metrics` go to
     metrics.csv (a row per evaluation) and metrics.json (the latest).
+
+    Under torchrun (trainers/distributed.py) each rank trains on its share of every epoch; the
+    losses of losses.csv and the curve are means over the ranks, and rank 0 alone evaluates,
+    writes the files and prints while the others wait for it.
     """
 
     curve_panels: tuple[tuple[str, ...], ...] = ()
@@ -91,6 +99,10 @@ class Trainer:
         self.evaluator: GeneratorEvaluator | None | bool = None  # built at the first evaluation; False: none
         self.seconds = 0.0  # training time of the current epoch
         self.stop_signal: int | None = None
+        self.stopping = False  # in a distributed run: every rank agreed to stop after a signal
+        self.world_size = distributed.world_size()
+        if self.world_size > 1:
+            loader.shard(distributed.rank(), self.world_size)
         self.fixed_noise: torch.Tensor | None = None  # latents of the sample grids, set by subclasses
 
     # ------------------------------------------------------------------ to define in subclasses
@@ -140,15 +152,17 @@ class Trainer:
         try:
             for epoch in range(self.epoch + 1, self.num_epochs + 1):
                 self._train_epoch(epoch)
-                if self.stop_signal is not None:
-                    self._save_checkpoint()
-                    name = signal.Signals(self.stop_signal).name
-                    print(
-                        f"\n{name}: stopped in epoch {epoch} after step {self.step}; checkpoint saved to "
-                        f"{self.checkpoint_path}. Run the same command again to resume.",
-                        file=sys.stderr,
-                    )
-                    sys.exit(128 + self.stop_signal)
+                if self.stopping or (self.world_size == 1 and self.stop_signal is not None):
+                    signum = self.stop_signal or signal.SIGTERM  # a rank can stop for another's signal
+                    if distributed.is_main():
+                        self._save_checkpoint()
+                        print(
+                            f"\n{signal.Signals(signum).name}: stopped in epoch {epoch} after step {self.step}; "
+                            f"checkpoint saved to {self.checkpoint_path}. Run the same command again to resume.",
+                            file=sys.stderr,
+                        )
+                    distributed.barrier()  # no rank exits (and so makes torchrun end the others) before the save
+                    sys.exit(128 + signum)
                 self._end_epoch(epoch)
         except NonFiniteLoss as error:
             kept = (
@@ -165,7 +179,9 @@ class Trainer:
         return self.history
 
     def _on_signal(self, signum: int, frame: object) -> None:
-        if self.stop_signal is not None:  # a second Ctrl-C: stop at once
+        # A second Ctrl-C stops at once; not under torchrun, which passes on the Ctrl-C that its
+        # processes got from the terminal already (and kills them itself 30 s after its own signal).
+        if self.stop_signal is not None and self.world_size == 1:
             raise KeyboardInterrupt
         self.stop_signal = signum
 
@@ -178,7 +194,12 @@ class Trainer:
         point_steps, point_every = 0, max(1, steps // 20)
         began = time.perf_counter()
         bar = tqdm(
-            total=steps, initial=self.step, desc=f"epoch {epoch}/{self.num_epochs}", leave=False, mininterval=0.5
+            total=steps,
+            initial=self.step,
+            desc=f"epoch {epoch}/{self.num_epochs}",
+            leave=False,
+            mininterval=0.5,
+            disable=not distributed.is_main(),
         )
         for batch in self.loader.batches(epoch, start=self.step):
             terms = self.train_step(batch)
@@ -187,16 +208,26 @@ class Trainer:
                 point_sums[name] = point_sums.get(name, 0) + value
             self.step += 1
             point_steps += 1
-            if self.step % point_every == 0 or self.step == steps:
+            point = self.step % point_every == 0 or self.step == steps
+            if self.world_size > 1:  # the ranks stop at the same step, or DDP waits forever for the first to stop
+                signalled = self.stop_signal is not None
+                if point:  # one collective: the curve's means over the ranks, and whether any rank got a signal
+                    point_sums = distributed.mean_over_ranks({**point_sums, "stop": float(signalled)})
+                    self.stopping = bool(point_sums.pop("stop") > 0)
+                elif self.step % STOP_CHECK_EVERY == 0:
+                    self.stopping = distributed.any_rank(signalled)
+            if point:
                 means = {k: v.item() / point_steps for k, v in point_sums.items()}
                 self._check_finite(means, epoch)
                 self.curve.append({"epoch": epoch - 1 + self.step / steps, **means})
                 point_sums, point_steps = {}, 0
                 bar.set_postfix({k: f"{v:.3g}" for k, v in means.items()})
             bar.update(1)
-            if self.stop_signal is not None:
+            if self.stopping or (self.world_size == 1 and self.stop_signal is not None):
                 break
         bar.close()
+        if self.world_size > 1:  # mean over the ranks: losses.csv and checkpoints hold all the data's losses
+            sums = distributed.mean_over_ranks(sums)
         for name, value in sums.items():
             self.partial_sums[name] = self.partial_sums.get(name, 0.0) + float(value)
         self._check_finite(self.partial_sums, epoch)
@@ -210,20 +241,24 @@ class Trainer:
     def _end_epoch(self, epoch: int) -> None:
         means = {k: v / self.step for k, v in self.partial_sums.items()}
         self._check_finite(means, epoch)
-        row = {"epoch": epoch, **means, **self.evaluate(), "seconds": round(self.seconds, 2)}
-        self._check_finite(row, epoch)
-        self.history.append(row)
-        if epoch == self.num_epochs or (self.eval_every and epoch % self.eval_every == 0):
-            self._record_metrics(epoch)
+        main = distributed.is_main()  # evaluation and files are rank 0's; the other ranks wait at the barrier
+        if main:
+            row = {"epoch": epoch, **means, **self.evaluate(), "seconds": round(self.seconds, 2)}
+            self._check_finite(row, epoch)
+            self.history.append(row)
+            if epoch == self.num_epochs or (self.eval_every and epoch % self.eval_every == 0):
+                self._record_metrics(epoch)
         self.epoch, self.step, self.partial_sums, self.seconds = epoch, 0, {}, 0.0
-        if epoch == 1 or epoch % self.sample_every == 0 or epoch == self.num_epochs:
-            self.save_samples(epoch)
-        self._write_logs()
-        for name, model in self.exported_models().items():
-            save_model(model, self.output_dir / f"{name}.pt", epoch=epoch, dataset=self.config.get("dataset", {}))
-        self._save_checkpoint()
-        summary = ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch")
-        print(f"epoch {epoch}/{self.num_epochs}: {summary}")
+        if main:
+            if epoch == 1 or epoch % self.sample_every == 0 or epoch == self.num_epochs:
+                self.save_samples(epoch)
+            self._write_logs()
+            for name, model in self.exported_models().items():
+                save_model(model, self.output_dir / f"{name}.pt", epoch=epoch, dataset=self.config.get("dataset", {}))
+            self._save_checkpoint()
+            summary = ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch")
+            print(f"epoch {epoch}/{self.num_epochs}: {summary}")
+        distributed.barrier()
 
     def _record_metrics(self, epoch: int) -> None:
         began = time.perf_counter()
@@ -363,7 +398,9 @@ class Trainer:
         self.partial_sums, self.seconds = checkpoint["partial_sums"], checkpoint["seconds"]
         self.history, self.curve = checkpoint["history"], checkpoint["curve"]
         self.metrics = checkpoint.get("metrics", [])  # checkpoints older than the metrics have none
-        self._set_rng_state(checkpoint["rng"])
+        self._set_rng_state(checkpoint["rng"])  # rank 0's, in a distributed run
+        if distributed.rank() > 0:  # a stream of its own, drawn from where the run stopped
+            seed_everything(hash((self.seed, distributed.rank(), self.epoch, self.step)) % 2**63)
         if checkpoint.get("fixed_noise") is not None:
             self.fixed_noise = checkpoint["fixed_noise"].to(self.device)
         where = f"epoch {self.epoch}" + (f", step {self.step}" if self.step else "")

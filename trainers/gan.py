@@ -11,6 +11,7 @@ from torch import nn
 from torchvision.utils import save_image
 
 from datasets import Loader, make_loader
+from trainers import distributed
 from trainers.base import Trainer
 from trainers.setup import optimizer_options, prepare_run
 from trainers.speed import Speed
@@ -23,7 +24,9 @@ class GANTrainer(Trainer):
     The generator uses the non-saturating loss -log D(G(z)); `label_smoothing` makes the
     discriminator's target for real images 1 - label_smoothing (Salimans et al., 2016), which
     keeps it from becoming over-confident early on. `num_threads`, `amp`, `channels_last` and
-    `compile` are speed settings (trainers/speed.py).
+    `compile` are speed settings (trainers/speed.py). Under torchrun both models train in
+    DistributedDataParallel; `sync_batchnorm` then computes BatchNorm statistics over the batches of
+    all processes (CUDA only) instead of each process's own (trainers/distributed.py).
     """
 
     curve_panels = (("d_loss", "g_loss"), ("d_real", "d_fake"))
@@ -51,10 +54,13 @@ class GANTrainer(Trainer):
         amp: bool = False,
         channels_last: bool = False,
         compile: bool = False,
+        sync_batchnorm: bool = False,
     ) -> None:
         device = pick_device(device)
         generator.to(device)
         discriminator.to(device)
+        if sync_batchnorm:
+            distributed.use_sync_batchnorm([generator, discriminator], device)
         self.speed = Speed(
             [generator, discriminator],
             device,
@@ -92,8 +98,13 @@ class GANTrainer(Trainer):
         self.ema = models.get("generator_ema")
         self.real_target = 1.0 - label_smoothing
         self.fixed_noise = self.make_fixed_noise(generator.latent_dim)
-        # What a step calls, and the tensors it updates: looked up once, not every step.
-        self.g, self.d = self.speed.compiled(generator), self.speed.compiled(discriminator)
+        # What a step calls, and the tensors it updates: looked up once, not every step. Under torchrun
+        # g and d are in DDP; the generator step calls the plain discriminator (`d_plain`): it computes no
+        # gradients for D, and D's DDP would wait for them. G's DDP averages G's gradients.
+        self.g = self.speed.compiled(distributed.wrap(generator))
+        wrapped = distributed.wrap(discriminator)
+        self.d = self.speed.compiled(wrapped)
+        self.d_plain = self.d if wrapped is discriminator else self.speed.compiled(discriminator)
         self.generator_parameters = list(generator.parameters())
         if self.ema is not None:
             ema_state, state = self.ema.state_dict(), generator.state_dict()
@@ -119,7 +130,7 @@ class GANTrainer(Trainer):
         # Generator: make the updated discriminator call its images real. Gradients for G only:
         # D's would be thrown away by its next zero_grad, so they are not computed.
         with self.speed.autocast():
-            d_gen = self.d(fake).float()
+            d_gen = self.d_plain(fake).float()
         g_loss = F.binary_cross_entropy_with_logits(d_gen, torch.ones_like(d_gen))
         self.optimizers["generator"].zero_grad(set_to_none=True)
         g_loss.backward(inputs=self.generator_parameters)
@@ -176,6 +187,22 @@ def train_gan(
     model_dict_name: str = "model_kwargs",
 ) -> GANTrainer:
     """Check the kwargs dicts of a main script, build models and data, and train."""
+    try:
+        return _train_gan(
+            generator_class, discriminator_class, model_kwargs, dataset_kwargs, trainer_kwargs, model_dict_name
+        )
+    finally:
+        distributed.stop()  # under torchrun: leave the process group, also after an error
+
+
+def _train_gan(
+    generator_class: Callable[..., nn.Module],
+    discriminator_class: Callable[..., nn.Module],
+    model_kwargs: dict,
+    dataset_kwargs: dict,
+    trainer_kwargs: dict,
+    model_dict_name: str,
+) -> GANTrainer:
     models, dataset, trainer, device = prepare_run(
         {"generator": generator_class, "discriminator": discriminator_class},
         model_kwargs,

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from datasets import as_class_list, make_loader
+from trainers import distributed
 from trainers.speed import check_num_threads
 from utils import UserError, check_kwargs, keyword_defaults, pick_device, require, seed_everything, unknown_key
 
@@ -63,7 +64,10 @@ def prepare_run(
     trainer_kwargs: dict,
     model_dict_name: str = "model_kwargs",
 ) -> tuple[dict[str, nn.Module], dict, dict, torch.device]:
-    """Validate the three kwargs dicts, seed, build the models; return (models, dataset, trainer kwargs, device)."""
+    """Validate the three kwargs dicts, seed, build the models; return (models, dataset, trainer kwargs, device).
+
+    Under torchrun the process then joins the process group (trainers/distributed.py): every rank
+    builds the same models from the seed, and draws its own noise after that."""
     dataset = check_kwargs(dataset_kwargs, make_loader, "dataset_kwargs")
     dataset["classes"] = as_class_list(dataset["classes"])  # saved with the weights in this form
     trainer = check_kwargs(trainer_kwargs, trainer_class, "trainer_kwargs")
@@ -83,6 +87,9 @@ def prepare_run(
     check_output_dir(trainer["output_dir"])
     seed_everything(trainer["seed"])
     models = build_models(model_classes, model_kwargs, model_dict_name)
+    device = distributed.start(device)
+    if distributed.rank() > 0:  # rank 0 keeps the stream of a one-process run
+        seed_everything(trainer["seed"] + 1_000_003 * distributed.rank())
     return models, dataset, trainer, device
 
 

@@ -9,6 +9,7 @@ from torch import nn
 from torchvision.utils import save_image
 
 from datasets import Loader, make_loader
+from trainers import distributed
 from trainers.base import Trainer
 from trainers.setup import optimizer_options, prepare_run
 from trainers.speed import Speed
@@ -72,7 +73,7 @@ class VAETrainer(Trainer):
         )
         self.vae, self.test_loader = vae, test_loader
         self.fixed_noise = self.make_fixed_noise(vae.latent_dim)
-        self.call_vae = self.speed.compiled(vae)
+        self.call_vae = self.speed.compiled(distributed.wrap(vae))  # under torchrun: DDP averages the gradients
 
     def train_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         x = self.speed.batch(x)
@@ -143,6 +144,19 @@ def train_vae(
     model_dict_name: str = "mnist_model_kwargs",
 ) -> VAETrainer:
     """Check the kwargs dicts of a main script, build the model and data, and train."""
+    try:
+        return _train_vae(vae_class, model_kwargs, dataset_kwargs, trainer_kwargs, model_dict_name)
+    finally:
+        distributed.stop()  # under torchrun: leave the process group, also after an error
+
+
+def _train_vae(
+    vae_class: Callable[..., nn.Module],
+    model_kwargs: dict,
+    dataset_kwargs: dict,
+    trainer_kwargs: dict,
+    model_dict_name: str,
+) -> VAETrainer:
     models, dataset, trainer, device = prepare_run(
         {"vae": vae_class}, model_kwargs, dataset_kwargs, VAETrainer, trainer_kwargs, model_dict_name
     )
