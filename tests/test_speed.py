@@ -30,7 +30,11 @@ def _plain_gan_step(g, d, ema, opt_g, opt_d, real, real_target=0.9, decay=0.999)
     """A textbook GAN step: full backward passes, EMA over a fresh state_dict."""
     z = torch.randn(len(real), g.latent_dim)
     fake = g(z)
-    d_real, d_fake = d(real), d(fake.detach())
+    if any(isinstance(m, torch.nn.BatchNorm2d) for m in d.modules()):
+        d_real, d_fake = d(real), d(fake.detach())
+    else:  # no BatchNorm: one pass over both halves computes the same losses
+        logits = d(torch.cat([real, fake.detach().reshape(real.shape)]))
+        d_real, d_fake = logits[: len(real)], logits[len(real) :]
     d_loss = F.binary_cross_entropy_with_logits(
         d_real, torch.full_like(d_real, real_target)
     ) + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))

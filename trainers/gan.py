@@ -106,6 +106,10 @@ class GANTrainer(Trainer):
         self.d = self.speed.compiled(wrapped)
         self.d_plain = self.d if wrapped is discriminator else self.speed.compiled(discriminator)
         self.generator_parameters = list(generator.parameters())
+        # One discriminator pass over real and fake images together, where that computes the same
+        # losses (no BatchNorm, whose batch statistics would mix the two): fewer, larger matmuls,
+        # about 8% faster for the FC GAN at batch 16.
+        self.joint_d_pass = not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in discriminator.modules())
         if self.ema is not None:
             ema_state, state = self.ema.state_dict(), generator.state_dict()
             floats = [k for k, v in state.items() if v.is_floating_point()]  # BatchNorm's step count is not averaged
@@ -118,8 +122,12 @@ class GANTrainer(Trainer):
         with self.speed.autocast():
             fake = self.g(z)
             # Discriminator: real -> (smoothed) 1, fake -> 0. detach(): this step leaves G alone.
-            d_real = self.d(real).float()
-            d_fake = self.d(fake.detach()).float()
+            if self.joint_d_pass:
+                logits = self.d(torch.cat([real, fake.detach().reshape(real.shape)])).float()
+                d_real, d_fake = logits[: len(real)], logits[len(real) :]
+            else:
+                d_real = self.d(real).float()
+                d_fake = self.d(fake.detach()).float()
         d_loss = F.binary_cross_entropy_with_logits(
             d_real, torch.full_like(d_real, self.real_target)
         ) + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))
