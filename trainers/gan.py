@@ -96,6 +96,7 @@ class GANTrainer(Trainer):
         )
         self.generator, self.discriminator = generator, discriminator
         self.ema = models.get("generator_ema")
+        self.sampler = self.ema if self.ema is not None else generator  # draws the grids, metrics and generator.pt
         self.real_target = 1.0 - label_smoothing
         self.fixed_noise = self.make_fixed_noise(generator.latent_dim)
         # What a step calls, and the tensors it updates: looked up once, not every step. Under torchrun
@@ -160,11 +161,11 @@ class GANTrainer(Trainer):
 
     def exported_models(self) -> dict[str, nn.Module]:
         """generator.pt holds the averaged weights (what the grids show); the raw ones stay in checkpoint.pt."""
-        return {"generator": self.ema or self.generator, "discriminator": self.discriminator}
+        return {"generator": self.sampler, "discriminator": self.discriminator}
 
     def compute_metrics(self) -> dict[str, float]:
         """The classifier-based metrics (trainers.metrics) of the exported generator: the EMA when there is one."""
-        generator = self.ema or self.generator
+        generator = self.sampler
         generator.eval()
         try:
             return self.generator_metrics(
@@ -177,7 +178,7 @@ class GANTrainer(Trainer):
 
     @torch.no_grad()
     def save_samples(self, epoch: int) -> None:
-        generator = self.ema or self.generator
+        generator = self.sampler
         generator.eval()
         images = generator(self.fixed_noise).view(-1, *generator.image_shape)
         generator.train()
