@@ -38,7 +38,7 @@ trainer_kwargs = {
     "label_smoothing": 0.0,  # the discriminator's target for real images is 1 - label_smoothing
     "ema_decay": 0.999,  # grids and generator.pt use an exponential moving average of the weights; 0: off
     "eval_every": None,  # epochs between quality metrics (metrics.csv, metrics.json); None: after the last only
-    "num_threads": "auto",  # CPU threads: "auto" (1 for small steps, else the idle cores) or a number
+    "num_threads": "auto",  # CPU threads: "auto" (the cores not busy with other work) or a number
     "amp": False,  # bfloat16 autocast where the device has native bf16 (CUDA, recent CPUs): faster, not bitwise
     "channels_last": False,  # NHWC memory format for the convolutions (for CUDA; no gain on CPU)
     "compile": False,  # torch.compile the models (slow first steps; measure before relying on it)

@@ -36,7 +36,7 @@ trainer_kwargs = {
     "sample_every": 10,  # epochs between sample grids (the first and last are always drawn)
     "resume": "auto",  # continue from output_dir/checkpoint.pt if there is one; False starts over
     "eval_every": None,  # epochs between quality metrics (metrics.csv, metrics.json); None: after the last only
-    "num_threads": "auto",  # CPU threads: "auto" (1 for small steps, else the idle cores) or a number
+    "num_threads": "auto",  # CPU threads: "auto" (the cores not busy with other work) or a number
     "amp": False,  # bfloat16 autocast where the device has native bf16 (CUDA, recent CPUs): faster, not bitwise
     "compile": False,  # torch.compile the models (slow first steps; measure before relying on it)
 }

@@ -181,17 +181,32 @@ def test_num_threads_explicit_and_invalid(tiny: Tiny, tmp_path: Path) -> None:
 
 def test_num_threads_auto(monkeypatch) -> None:
     cpu = torch.device("cpu")
-    small, large = [FCGenerator(8, 16)], [VAE()]  # parameters x 16 below / above SMALL_STEP
     monkeypatch.setattr(speed.os, "cpu_count", lambda: 8)
-    monkeypatch.setattr(speed.os, "getloadavg", lambda: (2.6, 0.0, 0.0))
+    monkeypatch.setattr(speed, "DEFAULT_THREADS", 8)
+    monkeypatch.setattr(speed, "busy_cores", lambda: 2.6)
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
-    assert speed.choose_num_threads("auto", cpu, large, 16) == torch.get_num_threads()  # the environment decides
+    assert speed.choose_num_threads("auto", cpu) == torch.get_num_threads()  # the environment decides
     monkeypatch.delenv("OMP_NUM_THREADS")
-    assert speed.choose_num_threads("auto", cpu, small, 16) == 1
-    assert speed.choose_num_threads("auto", cpu, large, 16) == 5  # 8 cores, 3 busy
-    assert speed.choose_num_threads(4, cpu, small, 16) == 4
-    monkeypatch.setattr(speed.os, "getloadavg", lambda: (30.0, 0.0, 0.0))
-    assert speed.choose_num_threads("auto", cpu, large, 16) == 1
+    assert speed.choose_num_threads("auto", cpu) == 5  # 8 cores, 3 busy
+    assert speed.choose_num_threads(7, cpu) == 7
+    monkeypatch.setattr(speed, "DEFAULT_THREADS", 4)  # 8 logical cores, 4 physical: no more than torch's default
+    assert speed.choose_num_threads("auto", cpu) == 4
+    monkeypatch.setattr(speed, "busy_cores", lambda: 30.0)
+    assert speed.choose_num_threads("auto", cpu) == 1
+
+
+def test_busy_cores_counts_cpu_time_of_other_work(monkeypatch) -> None:
+    monkeypatch.setattr(speed.os, "cpu_count", lambda: 4)
+    readings = iter([(1000, 600), (1100, 650)])  # 100 jiffies, half of them idle: 2 of 4 cores busy
+    monkeypatch.setattr(speed, "_cpu_times", lambda: next(readings))
+    assert speed.busy_cores(seconds=0) == pytest.approx(2.0)
+
+    def unreadable() -> tuple[int, int]:
+        raise OSError("no /proc/stat here")
+
+    monkeypatch.setattr(speed, "_cpu_times", unreadable)
+    monkeypatch.setattr(speed.os, "getloadavg", lambda: (1.5, 0.0, 0.0))
+    assert speed.busy_cores(seconds=0) == 1.5  # the load average instead
 
 
 def test_in_memory_is_checked_before_any_work(tiny: Tiny, tmp_path: Path) -> None:

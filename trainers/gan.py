@@ -64,7 +64,6 @@ class GANTrainer(Trainer):
         self.speed = Speed(
             [generator, discriminator],
             device,
-            loader.batch_size,
             num_threads=num_threads,
             amp=amp,
             channels_last=channels_last,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Callable
 
 import torch
@@ -15,9 +16,8 @@ from torch import nn
 
 from utils import require
 
-# Below this many parameters x batch size a step is a few hundred small kernels: splitting each
-# over threads costs more in synchronisation than it gains (measured: the FC GAN at batch 16).
-SMALL_STEP = 2**24
+# torch's default thread count (the physical cores), before any run changes it.
+DEFAULT_THREADS = torch.get_num_threads()
 
 
 def check_num_threads(value: int | str) -> None:
@@ -27,27 +27,43 @@ def check_num_threads(value: int | str) -> None:
     )
 
 
-def idle_cores() -> int:
-    """CPU cores not busy with other work: the core count minus the 1-minute load average, at least 1."""
-    cores = os.cpu_count() or 1
+def busy_cores(seconds: float = 0.2) -> float:
+    """How many cores other work keeps busy now: CPU time over `seconds` from /proc/stat (Linux),
+    else the 1-minute load average (which lags: it still counts a job that just ended)."""
     try:
-        busy = os.getloadavg()[0]
+        before = _cpu_times()
+        time.sleep(seconds)
+        after = _cpu_times()
+        total, idle = after[0] - before[0], after[1] - before[1]
+        if total > 0:
+            return (os.cpu_count() or 1) * (1 - idle / total)
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.getloadavg()[0]
     except (AttributeError, OSError):  # no load average on this system
-        busy = 0.0
-    return max(1, min(cores, cores - round(busy)))
+        return 0.0
 
 
-def choose_num_threads(num_threads: int | str, device: torch.device, models: list[nn.Module], batch_size: int) -> int:
+def _cpu_times() -> tuple[int, int]:
+    """(all, idle) jiffies of the whole machine, from the first line of /proc/stat."""
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:8]]  # user nice system idle iowait irq softirq
+    return sum(fields), fields[3] + fields[4]
+
+
+def choose_num_threads(num_threads: int | str, device: torch.device) -> int:
     """The CPU threads a run uses. 'auto': torch's own choice on a GPU or where OMP_NUM_THREADS is
-    set; else one thread for a small step (parameters x batch size < SMALL_STEP), and otherwise the
-    idle cores, because threads that wait for a busy core make every step many times slower."""
+    set (torchrun sets 1); else torch's default (the physical cores) less the cores busy with other
+    work. A thread that waits for a busy core makes every step wait: on this 2-core machine, with
+    one core busy, two threads made an FC GAN step 5x slower than one (19.8 vs 3.8 ms); with both
+    cores free, two were faster (2.8 vs 3.3 ms)."""
     check_num_threads(num_threads)
     if num_threads != "auto":
         return num_threads
     if device.type != "cpu" or os.environ.get("OMP_NUM_THREADS"):
         return torch.get_num_threads()
-    parameters = sum(p.numel() for model in models for p in model.parameters())
-    return 1 if parameters * batch_size < SMALL_STEP else idle_cores()
+    return max(1, min(DEFAULT_THREADS, (os.cpu_count() or 1) - round(busy_cores())))
 
 
 def amp_dtype(device: torch.device) -> torch.dtype | None:
@@ -87,14 +103,13 @@ class Speed:
         self,
         models: list[nn.Module],
         device: torch.device,
-        batch_size: int,
         *,
         num_threads: int | str = "auto",
         amp: bool = False,
         channels_last: bool = False,
         compile: bool = False,
     ) -> None:
-        torch.set_num_threads(choose_num_threads(num_threads, device, models, batch_size))
+        torch.set_num_threads(choose_num_threads(num_threads, device))
         self.dtype = amp_dtype(device) if amp else None
         if amp and self.dtype is None:
             print(f"note: amp ignored: {device.type} here has no native bfloat16; training in float32")

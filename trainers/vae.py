@@ -51,7 +51,6 @@ class VAETrainer(Trainer):
         self.speed = Speed(
             [vae],
             device,
-            loader.batch_size,
             num_threads=num_threads,
             amp=amp,
             channels_last=channels_last,
