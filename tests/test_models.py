@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from models import MODELS, VAE, DCGANDiscriminator, DCGANGenerator, FCDiscriminator, FCGenerator
+from models.gan import Dropout
 
 
 @pytest.fixture(autouse=True)
@@ -48,6 +49,19 @@ def test_fc_discriminator_dropout_only_in_training() -> None:
     assert torch.equal(d(x), d(x))
     d.train()
     assert not torch.equal(d(x), d(x))
+
+
+def test_cpu_dropout_keeps_one_minus_p_of_the_units_and_rescales_them() -> None:
+    dropout = Dropout(0.3)
+    x = torch.full((400, 500), 2.0, requires_grad=True)
+    y = dropout(x)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - 0.7) < 0.005  # 200,000 draws: the std of the mean is 0.001
+    assert torch.allclose(y[kept], torch.tensor(2.0 / 0.7))
+    y.sum().backward()
+    assert torch.equal(x.grad != 0, kept) and torch.allclose(x.grad[kept], torch.tensor(1 / 0.7))
+    dropout.eval()
+    assert dropout(x) is x
 
 
 @pytest.mark.parametrize(("size", "channels"), [(8, 3), (16, 1), (32, 3), (64, 3), (64, 1)])
