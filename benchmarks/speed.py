@@ -276,12 +276,21 @@ def hours(epochs: int, images: int, images_s: float) -> float:
 def machine(device: torch.device, threads: int) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
-    try:
-        load = f", load average {os.getloadavg()[0]:.1f}"
-    except (AttributeError, OSError):
-        load = ""
     cpu = platform.processor() or platform.machine()
-    return f"{os.cpu_count()} CPU cores ({cpu}){load}; {threads} torch thread(s); torch {torch.__version__}"
+    return f"{os.cpu_count()} CPU cores ({cpu}); {threads} torch thread(s); torch {torch.__version__}"
+
+
+def matmul_gflops(device: torch.device, seconds: float = 0.5) -> float:
+    """GFLOP/s of a 512x512 float32 matmul: how fast the machine is right now. A virtual machine's
+    neighbours can take its cores without any sign inside it but this."""
+    a = torch.randn(512, 512, device=device)
+    count, began = 0, time.perf_counter()
+    while time.perf_counter() - began < seconds:
+        a @ a
+        count += 1
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    return count * 2 * 512**3 / (time.perf_counter() - began) / 1e9
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -309,6 +318,7 @@ def main(argv: list[str] | None = None) -> None:
     cifar_root = args.cifar_root or str(Path(args.root) / "cifar10" / "train")
     threads = args.threads if args.threads == "auto" else int(args.threads)
     workdir = tempfile.mkdtemp(prefix="speed_")
+    reference = [matmul_gflops(device)]
 
     rows, batch_rows, work = [], [], {}
     for kind in kinds:
@@ -357,7 +367,9 @@ def main(argv: list[str] | None = None) -> None:
             trainer._train_epoch(1)
         epoch_seconds = (trainer.seconds, len(loader) * loader.batch_size, torch.get_num_threads())
 
+    reference.append(matmul_gflops(device))
     print(f"\n## Training speed: ours against a tutorial loop\n\n{machine(device, torch.get_num_threads())}; ")
+    print(f"a 512x512 matmul ran at {reference[0]:.0f} GFLOP/s before the measurements, {reference[1]:.0f} after; ")
     print(f"median of {args.repeats} alternating repetitions of about {args.seconds:g} s (lowest-highest)\n")
     amp = any("ours + amp" in r for *_, r in rows)
     print(
