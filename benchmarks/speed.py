@@ -280,17 +280,22 @@ def machine(device: torch.device, threads: int) -> str:
     return f"{os.cpu_count()} CPU cores ({cpu}); {threads} torch thread(s); torch {torch.__version__}"
 
 
-def matmul_gflops(device: torch.device, seconds: float = 0.5) -> float:
-    """GFLOP/s of a 512x512 float32 matmul: how fast the machine is right now. A virtual machine's
-    neighbours can take its cores without any sign inside it but this."""
+def machine_now(device: torch.device, seconds: float = 0.5) -> tuple[float, float]:
+    """(GFLOP/s of a 512x512 float32 matmul, GB/s of copying 64 MB): how fast the machine is right
+    now. A virtual machine's neighbours can take its cores, or its memory bandwidth, without any
+    other sign inside it; the VAE at batch 16, whose Adam streams 3.2M parameters, feels the second."""
     a = torch.randn(512, 512, device=device)
-    count, began = 0, time.perf_counter()
-    while time.perf_counter() - began < seconds:
-        a @ a
-        count += 1
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-    return count * 2 * 512**3 / (time.perf_counter() - began) / 1e9
+    big, copy = torch.ones(2**24, device=device), torch.empty(2**24, device=device)
+    rates = []
+    for work, amount in ((lambda: a @ a, 2 * 512**3 / 1e9), (lambda: copy.copy_(big), 2 * big.nbytes / 1e9)):
+        count, began = 0, time.perf_counter()
+        while time.perf_counter() - began < seconds / 2:
+            work()
+            count += 1
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+        rates.append(count * amount / (time.perf_counter() - began))
+    return rates[0], rates[1]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -318,7 +323,7 @@ def main(argv: list[str] | None = None) -> None:
     cifar_root = args.cifar_root or str(Path(args.root) / "cifar10" / "train")
     threads = args.threads if args.threads == "auto" else int(args.threads)
     workdir = tempfile.mkdtemp(prefix="speed_")
-    reference = [matmul_gflops(device)]
+    reference = [machine_now(device)]
 
     rows, batch_rows, work = [], [], {}
     for kind in kinds:
@@ -363,13 +368,17 @@ def main(argv: list[str] | None = None) -> None:
         print("gan: one full epoch at batch 16 ...", file=sys.stderr)
         loader = make_loader((1, 28, 28), device, 0, True, **{**main_gan.dataset_kwargs, "root": args.root})
         trainer = build_ours("gan", loader, device, threads, workdir)
+        before = machine_now(device)[0]
         with contextlib.redirect_stderr(io.StringIO()):
             trainer._train_epoch(1)
         epoch_seconds = (trainer.seconds, len(loader) * loader.batch_size, torch.get_num_threads())
+        epoch_seconds += (before, machine_now(device)[0])
 
-    reference.append(matmul_gflops(device))
+    reference.append(machine_now(device))
     print(f"\n## Training speed: ours against a tutorial loop\n\n{machine(device, torch.get_num_threads())}; ")
-    print(f"a 512x512 matmul ran at {reference[0]:.0f} GFLOP/s before the measurements, {reference[1]:.0f} after; ")
+    (flops0, bytes0), (flops1, bytes1) = reference
+    print(f"machine before / after the measurements: 512x512 matmul {flops0:.0f} / {flops1:.0f} GFLOP/s, ", end="")
+    print(f"64 MB copy {bytes0:.1f} / {bytes1:.1f} GB/s; ")
     print(f"median of {args.repeats} alternating repetitions of about {args.seconds:g} s (lowest-highest)\n")
     amp = any("ours + amp" in r for *_, r in rows)
     print(
@@ -391,9 +400,9 @@ def main(argv: list[str] | None = None) -> None:
     if amp:
         print("\namp (bf16 autocast) is an option, off by default: its results are close to, not the same as, float32.")
     if epoch_seconds:
-        seconds, images, used = epoch_seconds
+        seconds, images, used, before, after = epoch_seconds
         print(f"\nOne full MNIST epoch of the FC GAN at batch 16 (ours, {images} images, {used} thread(s)): ", end="")
-        print(f"{seconds:.1f} s")
+        print(f"{seconds:.1f} s (the matmul ran at {before:.0f} GFLOP/s before it, {after:.0f} after)")
 
     if batch_rows:
         print("\n## What the batch size costs (ours)\n")
