@@ -181,9 +181,9 @@ def test_num_threads_explicit_and_invalid(tiny: Tiny, tmp_path: Path) -> None:
 
 def test_num_threads_auto(monkeypatch) -> None:
     cpu = torch.device("cpu")
-    monkeypatch.setattr(speed.os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(speed, "usable_cores", lambda: set(range(8)))
     monkeypatch.setattr(speed, "DEFAULT_THREADS", 8)
-    monkeypatch.setattr(speed, "busy_cores", lambda: 2.6)
+    monkeypatch.setattr(speed, "busy_cores", lambda cores: 2.6)
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert speed.choose_num_threads("auto", cpu) == torch.get_num_threads()  # the environment decides
     monkeypatch.delenv("OMP_NUM_THREADS")
@@ -191,22 +191,33 @@ def test_num_threads_auto(monkeypatch) -> None:
     assert speed.choose_num_threads(7, cpu) == 7
     monkeypatch.setattr(speed, "DEFAULT_THREADS", 4)  # 8 logical cores, 4 physical: no more than torch's default
     assert speed.choose_num_threads("auto", cpu) == 4
-    monkeypatch.setattr(speed, "busy_cores", lambda: 30.0)
+    monkeypatch.setattr(speed, "busy_cores", lambda cores: 30.0)
     assert speed.choose_num_threads("auto", cpu) == 1
 
 
-def test_busy_cores_counts_cpu_time_of_other_work(monkeypatch) -> None:
-    monkeypatch.setattr(speed.os, "cpu_count", lambda: 4)
-    readings = iter([(1000, 600), (1100, 650)])  # 100 jiffies, half of them idle: 2 of 4 cores busy
-    monkeypatch.setattr(speed, "_cpu_times", lambda: next(readings))
-    assert speed.busy_cores(seconds=0) == pytest.approx(2.0)
+def test_busy_cores_counts_the_cpu_time_of_the_usable_cores(monkeypatch, tmp_path: Path) -> None:
+    stat = tmp_path / "stat"
 
-    def unreadable() -> tuple[int, int]:
+    def write_stat(jiffies: dict[int, tuple[int, int]]) -> None:  # cpu -> (busy, idle)
+        lines = ["cpu  0 0 0 0 0 0 0 0 0 0"]  # the machine's sum: not read
+        lines += [f"cpu{n} {busy} 0 0 {idle} 0 0 0 0 0 0" for n, (busy, idle) in jiffies.items()]
+        stat.write_text("\n".join([*lines, "intr 1 2 3"]) + "\n")
+
+    write_stat({0: (100, 100), 1: (100, 100), 2: (100, 100)})
+    before = speed._cpu_times({0, 1}, str(stat))
+    write_stat({0: (150, 100), 1: (100, 150), 2: (999, 100)})  # cpu0 busy, cpu1 idle; cpu2 is not ours
+    assert speed._cpu_times({0, 1}, str(stat)) == (before[0] + 100, before[1] + 50)
+
+    readings = iter([(1000, 600), (1100, 650)])  # 100 jiffies, half of them idle: 2 of 4 cores busy
+    monkeypatch.setattr(speed, "_cpu_times", lambda cores: next(readings))
+    assert speed.busy_cores({0, 1, 2, 3}, seconds=0) == pytest.approx(2.0)
+
+    def unreadable(cores: set[int]) -> tuple[int, int]:
         raise OSError("no /proc/stat here")
 
     monkeypatch.setattr(speed, "_cpu_times", unreadable)
     monkeypatch.setattr(speed.os, "getloadavg", lambda: (1.5, 0.0, 0.0))
-    assert speed.busy_cores(seconds=0) == 1.5  # the load average instead
+    assert speed.busy_cores({0, 1}, seconds=0) == 1.5  # the load average instead
 
 
 def test_in_memory_is_checked_before_any_work(tiny: Tiny, tmp_path: Path) -> None:

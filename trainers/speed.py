@@ -27,16 +27,24 @@ def check_num_threads(value: int | str) -> None:
     )
 
 
-def busy_cores(seconds: float = 0.2) -> float:
-    """How many cores other work keeps busy now: CPU time over `seconds` from /proc/stat (Linux),
-    else the 1-minute load average (which lags: it still counts a job that just ended)."""
+def usable_cores() -> set[int]:
+    """The CPUs this process may run on (a cluster job's or container's cpuset), else all of them."""
     try:
-        before = _cpu_times()
+        return os.sched_getaffinity(0)
+    except AttributeError:  # macOS, Windows
+        return set(range(os.cpu_count() or 1))
+
+
+def busy_cores(cores: set[int], seconds: float = 0.2) -> float:
+    """How many of `cores` other work keeps busy now: their CPU time over `seconds` from /proc/stat
+    (Linux), else the 1-minute load average (which lags: it still counts a job that just ended)."""
+    try:
+        before = _cpu_times(cores)
         time.sleep(seconds)
-        after = _cpu_times()
+        after = _cpu_times(cores)
         total, idle = after[0] - before[0], after[1] - before[1]
         if total > 0:
-            return (os.cpu_count() or 1) * (1 - idle / total)
+            return len(cores) * (1 - idle / total)
     except (OSError, ValueError, IndexError):
         pass
     try:
@@ -45,25 +53,31 @@ def busy_cores(seconds: float = 0.2) -> float:
         return 0.0
 
 
-def _cpu_times() -> tuple[int, int]:
-    """(all, idle) jiffies of the whole machine, from the first line of /proc/stat."""
-    with open("/proc/stat") as f:
-        fields = [int(v) for v in f.readline().split()[1:8]]  # user nice system idle iowait irq softirq
-    return sum(fields), fields[3] + fields[4]
+def _cpu_times(cores: set[int], stat: str = "/proc/stat") -> tuple[int, int]:
+    """(all, idle) jiffies of `cores` so far, from their cpuN lines in /proc/stat."""
+    total = idle = 0
+    with open(stat) as f:
+        for line in f:
+            name, *values = line.split()
+            if name[:3] == "cpu" and name[3:].isdigit() and int(name[3:]) in cores:
+                fields = [int(v) for v in values[:7]]  # user nice system idle iowait irq softirq
+                total, idle = total + sum(fields), idle + fields[3] + fields[4]
+    return total, idle
 
 
 def choose_num_threads(num_threads: int | str, device: torch.device) -> int:
     """The CPU threads a run uses. 'auto': torch's own choice on a GPU or where OMP_NUM_THREADS is
-    set (torchrun sets 1); else torch's default (the physical cores) less the cores busy with other
-    work. A thread that waits for a busy core makes every step wait: on this 2-core machine, with
-    one core busy, two threads made an FC GAN step 5x slower than one (19.8 vs 3.8 ms); with both
-    cores free, two were faster (2.8 vs 3.3 ms)."""
+    set (torchrun sets 1); else the cores this process may use less those busy with other work, at
+    most torch's default (the physical cores). A thread that waits for a busy core makes every step
+    wait: on this 2-core machine, with one core busy, two threads made an FC GAN step 5x slower than
+    one (19.8 vs 3.8 ms); with both cores free, two were faster (2.8 vs 3.3 ms)."""
     check_num_threads(num_threads)
     if num_threads != "auto":
         return num_threads
     if device.type != "cpu" or os.environ.get("OMP_NUM_THREADS"):
         return torch.get_num_threads()
-    return max(1, min(DEFAULT_THREADS, (os.cpu_count() or 1) - round(busy_cores())))
+    cores = usable_cores()
+    return max(1, min(DEFAULT_THREADS, len(cores) - round(busy_cores(cores))))
 
 
 def amp_dtype(device: torch.device) -> torch.dtype | None:
