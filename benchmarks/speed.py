@@ -81,7 +81,7 @@ SPEC = {
         60_000,
         model={"hidden_size": 1024, "latent_dim": 512, "num_hidden_layers": 1},
         batch_size=16,
-    ),  # fmt: skip
+    ),
     "vae_shipped": Config(main_vae, "mnist_model_kwargs", (VAE,), 50, 60_000),
     "dcgan": Config(main_dcgan, "model_kwargs", (DCGANGenerator, DCGANDiscriminator), 200, 50_000),
 }
@@ -371,8 +371,8 @@ def main(argv: list[str] | None = None) -> None:
         before = machine_now(device)[0]
         with contextlib.redirect_stderr(io.StringIO()):
             trainer._train_epoch(1)
-        epoch_seconds = (trainer.seconds, len(loader) * loader.batch_size, torch.get_num_threads())
-        epoch_seconds += (before, machine_now(device)[0])
+        images = len(loader) * loader.batch_size
+        epoch_seconds = (trainer.seconds, images, torch.get_num_threads(), before, machine_now(device)[0])
 
     reference.append(machine_now(device))
     print(f"\n## Training speed: ours against a tutorial loop\n\n{machine(device, torch.get_num_threads())}; ")
