@@ -37,7 +37,7 @@ RESUMABLE_CHANGES = {
     "root",
     "eval_every",
 }
-RESUMABLE_CHANGES |= {"in_memory", "num_threads", "channels_last", "compile"}  # speed only (up to float rounding)
+RESUMABLE_CHANGES |= {"in_memory", "num_threads", "channels_last", "compile", "cuda_graphs"}  # speed only
 RESUMABLE_CHANGES |= {"sync_batchnorm"}  # distributed runs only; older checkpoints lack the key
 # In a distributed run the ranks agree whether to stop after a signal at least this often (in steps).
 STOP_CHECK_EVERY = 20
@@ -45,6 +45,23 @@ STOP_CHECK_EVERY = 20
 
 class NonFiniteLoss(Exception):
     pass
+
+
+def load_optimizer(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """Load a saved optimizer state, keeping this run's implementation flags (fused, foreach,
+    capturable): the saved ones belong to the device and speed settings the checkpoint was made with
+    (a CUDA graph's capturable Adam cannot step on a CPU), and the step counts move to where the
+    flags want them."""
+    flags = ("fused", "foreach", "capturable")
+    mine = [{k: group[k] for k in flags if k in group} for group in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    for group, own in zip(optimizer.param_groups, mine, strict=True):
+        group.update(own)
+        for param in group["params"]:
+            param_state = optimizer.state.get(param, {})
+            if torch.is_tensor(param_state.get("step")):
+                on_device = group.get("fused") or group.get("capturable")
+                param_state["step"] = param_state["step"].to(param.device if on_device else "cpu", torch.float32)
 
 
 class Trainer:
@@ -104,6 +121,7 @@ class Trainer:
         if self.world_size > 1:
             loader.shard(distributed.rank(), self.world_size)
         self.fixed_noise: torch.Tensor | None = None  # latents of the sample grids, set by subclasses
+        self.run_step: Callable[[torch.Tensor], dict] = self.train_step  # or its CUDA graph (trainers/speed.py)
 
     # ------------------------------------------------------------------ to define in subclasses
 
@@ -202,7 +220,7 @@ class Trainer:
             disable=not distributed.is_main(),
         )
         for batch in self.loader.batches(epoch, start=self.step):
-            terms = self.train_step(batch)
+            terms = self.run_step(batch)
             for name, value in terms.items():
                 sums[name] = sums.get(name, 0) + value
                 point_sums[name] = point_sums.get(name, 0) + value
@@ -393,7 +411,7 @@ class Trainer:
         for name, model in self.models.items():
             load_state(model, checkpoint["models"][name], path)
         for name, optimizer in self.optimizers.items():
-            optimizer.load_state_dict(checkpoint["optimizers"][name])
+            load_optimizer(optimizer, checkpoint["optimizers"][name])
         self.epoch, self.step = checkpoint["epoch"], checkpoint["step"]
         self.partial_sums, self.seconds = checkpoint["partial_sums"], checkpoint["seconds"]
         self.history, self.curve = checkpoint["history"], checkpoint["curve"]

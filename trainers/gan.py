@@ -13,7 +13,7 @@ from torchvision.utils import save_image
 from datasets import Loader, make_loader
 from trainers import distributed
 from trainers.base import Trainer
-from trainers.setup import optimizer_options, prepare_run
+from trainers.setup import prepare_run
 from trainers.speed import Speed
 from utils import pick_device
 
@@ -23,10 +23,11 @@ class GANTrainer(Trainer):
 
     The generator uses the non-saturating loss -log D(G(z)); `label_smoothing` makes the
     discriminator's target for real images 1 - label_smoothing (Salimans et al., 2016), which
-    keeps it from becoming over-confident early on. `num_threads`, `amp`, `channels_last` and
-    `compile` are speed settings (trainers/speed.py). Under torchrun both models train in
-    DistributedDataParallel; `sync_batchnorm` then computes BatchNorm statistics over the batches of
-    all processes (CUDA only) instead of each process's own (trainers/distributed.py).
+    keeps it from becoming over-confident early on. `num_threads`, `cuda_graphs`, `amp`,
+    `channels_last` and `compile` are speed settings (trainers/speed.py). Under torchrun both
+    models train in DistributedDataParallel; `sync_batchnorm` then computes BatchNorm statistics
+    over the batches of all processes (CUDA only) instead of each process's own
+    (trainers/distributed.py).
     """
 
     curve_panels = (("d_loss", "g_loss"), ("d_real", "d_fake"))
@@ -54,6 +55,7 @@ class GANTrainer(Trainer):
         amp: bool = False,
         channels_last: bool = False,
         compile: bool = False,
+        cuda_graphs: bool = True,
         sync_batchnorm: bool = False,
     ) -> None:
         device = pick_device(device)
@@ -68,8 +70,9 @@ class GANTrainer(Trainer):
             amp=amp,
             channels_last=channels_last,
             compile=compile,
+            cuda_graphs=cuda_graphs,
         )
-        opts = optimizer_options(device)
+        opts = self.speed.adam_options()
         optimizers = {
             "generator": torch.optim.Adam(generator.parameters(), generator_lr, betas=(beta1, 0.999), **opts),
             "discriminator": torch.optim.Adam(
@@ -102,7 +105,8 @@ class GANTrainer(Trainer):
         # g and d are in DDP; the generator step calls the plain discriminator (`d_plain`): it computes no
         # gradients for D, and D's DDP would wait for them. G's DDP averages G's gradients.
         self.g = self.speed.compiled(distributed.wrap(generator))
-        wrapped = distributed.wrap(discriminator)
+        # D's running statistics stay each rank's own: they serve discriminator.pt (rank 0's) only.
+        wrapped = distributed.wrap(discriminator, broadcast_buffers=False)
         self.d = self.speed.compiled(wrapped)
         self.d_plain = self.d if wrapped is discriminator else self.speed.compiled(discriminator)
         self.generator_parameters = list(generator.parameters())
@@ -115,6 +119,7 @@ class GANTrainer(Trainer):
             floats = [k for k, v in state.items() if v.is_floating_point()]  # BatchNorm's step count is not averaged
             self.ema_tensors = [ema_state[k] for k in floats]
             self.source_tensors = [state[k] for k in floats]
+        self.run_step = self.speed.step(self.train_step, self.optimizers.values())
 
     def train_step(self, real: torch.Tensor) -> dict[str, torch.Tensor]:
         real = self.speed.batch(real)

@@ -93,14 +93,4 @@ def prepare_run(
     return models, dataset, trainer, device
 
 
-def optimizer_options(device: torch.device) -> dict:
-    """Fused Adam where this torch supports it for the device: one kernel for all parameters."""
-    probe = torch.zeros(1, device=device, requires_grad=True)
-    try:
-        torch.optim.Adam([probe], fused=True)
-        return {"fused": True}
-    except (RuntimeError, TypeError):
-        return {}
-
-
-__all__ = ["prepare_run", "make_loader", "optimizer_options"]
+__all__ = ["prepare_run", "make_loader"]

@@ -11,7 +11,7 @@ from torchvision.utils import save_image
 from datasets import Loader, make_loader
 from trainers import distributed
 from trainers.base import Trainer
-from trainers.setup import optimizer_options, prepare_run
+from trainers.setup import prepare_run
 from trainers.speed import Speed
 from utils import pick_device, require
 
@@ -20,8 +20,8 @@ class VAETrainer(Trainer):
     """Minimises reconstruction BCE + KL (Kingma & Welling, 2014) with Adam.
 
     Every epoch it also measures the same loss on the test split (`test_loss`, nats per image),
-    the number to compare runs by. `num_threads`, `amp`, `channels_last` and `compile` are speed
-    settings (trainers/speed.py); the test loss is always computed in float32.
+    the number to compare runs by. `num_threads`, `cuda_graphs`, `amp`, `channels_last` and
+    `compile` are speed settings (trainers/speed.py); the test loss is always computed in float32.
     """
 
     curve_panels = (("loss", "test_loss"), ("reconstruction", "test_reconstruction"), ("kl", "test_kl"))
@@ -45,6 +45,7 @@ class VAETrainer(Trainer):
         amp: bool = False,
         channels_last: bool = False,
         compile: bool = False,
+        cuda_graphs: bool = True,
     ) -> None:
         device = pick_device(device)
         vae.to(device)
@@ -55,8 +56,9 @@ class VAETrainer(Trainer):
             amp=amp,
             channels_last=channels_last,
             compile=compile,
+            cuda_graphs=cuda_graphs,
         )
-        optimizers = {"vae": torch.optim.Adam(vae.parameters(), lr, **optimizer_options(device))}
+        optimizers = {"vae": torch.optim.Adam(vae.parameters(), lr, **self.speed.adam_options())}
         super().__init__(
             {"vae": vae},
             optimizers,
@@ -73,6 +75,7 @@ class VAETrainer(Trainer):
         self.vae, self.test_loader = vae, test_loader
         self.fixed_noise = self.make_fixed_noise(vae.latent_dim)
         self.call_vae = self.speed.compiled(distributed.wrap(vae))  # under torchrun: DDP averages the gradients
+        self.run_step = self.speed.step(self.train_step, self.optimizers.values())
 
     def train_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         x = self.speed.batch(x)
