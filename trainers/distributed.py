@@ -86,12 +86,18 @@ def barrier() -> None:
         dist.barrier()
 
 
-def wrap(module: nn.Module) -> nn.Module:
-    """`module` in DistributedDataParallel (its gradients are averaged over the ranks), or itself in one process."""
+def wrap(module: nn.Module, broadcast_buffers: bool = True) -> nn.Module:
+    """`module` in DistributedDataParallel (its gradients are averaged over the ranks), or itself in one process.
+
+    broadcast_buffers: copy rank 0's buffers (BatchNorm's running statistics) to the other ranks before
+    every forward pass. A module called twice before one backward pass (the GAN discriminator, on
+    real then fake images) must not: the second copy overwrites, in place, a tensor the first pass
+    saved for its backward (an autograd error on rank 1 under torch 2.11)."""
     if not active():
         return module
     device = next(module.parameters()).device
-    return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
+    device_ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(module, device_ids=device_ids, broadcast_buffers=broadcast_buffers)
 
 
 def use_sync_batchnorm(models: list[nn.Module], device: torch.device) -> None:
