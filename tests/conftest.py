@@ -25,6 +25,9 @@ if str(REPO) not in sys.path:
 # (helpers.script_env), which also makes their arithmetic bit-identical to in-process runs.
 torch.set_num_threads(1)
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # and num_threads="auto" keeps that
+# On a GPU (TEST_DEVICE=cuda), cuDNN's default convolution backward adds in a varying order: the
+# DCGAN tests that compare runs bit for bit need its deterministic algorithms. No effect on the CPU.
+torch.backends.cudnn.deterministic = True
 
 
 @pytest.fixture(scope="session")

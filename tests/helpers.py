@@ -18,7 +18,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from models import VAE, DCGANDiscriminator, DCGANGenerator, FCDiscriminator, FCGenerator
+from trainers import train_gan, train_vae
+
 REPO = Path(__file__).resolve().parents[1]
+# Where the tests' training runs and analysis scripts compute: the CPU, or e.g. TEST_DEVICE=cuda on a GPU machine.
+DEVICE = os.environ.get("TEST_DEVICE", "cpu")
 
 N_TRAIN, N_TEST = 1024, 128
 FOLDER_CLASSES = ("blue_disc", "green_bar", "red_square")  # ImageFolder sorts them: labels 0, 1, 2
@@ -92,7 +97,7 @@ class Tiny:
 
     @staticmethod
     def _trainer(out: Path, trainer: dict) -> dict:
-        return {"num_epochs": 2, "output_dir": str(out), "device": "cpu", "seed": 0, **trainer}
+        return {"num_epochs": 2, "output_dir": str(out), "device": DEVICE, "seed": 0, **trainer}
 
     def gan(self, out: Path, dataset: dict | None = None, model: dict | None = None, **trainer) -> tuple:
         m = {"latent_variable_size": 8, "generator_hidden_size": 32, "discriminator_hidden_size": 32}
@@ -103,6 +108,14 @@ class Tiny:
         m = {"latent_dim": 8, "feature_maps": 8, "image_channels": 3, "image_size": 32}
         d = {"dataset_type": "image_folder", "root": str(self.folder_root), "batch_size": 4}
         return {**m, **(model or {})}, {**d, **(dataset or {})}, self._trainer(out, trainer)
+
+    def train(self, kind: str, out: Path, dataset: dict | None = None, **trainer):
+        """Train a tiny "gan", "dcgan" or "vae" into `out`; returns its trainer."""
+        if kind == "gan":
+            return train_gan(FCGenerator, FCDiscriminator, *self.gan(out, dataset, **trainer))
+        if kind == "dcgan":
+            return train_gan(DCGANGenerator, DCGANDiscriminator, *self.dcgan(out, dataset, **trainer))
+        return train_vae(VAE, *self.vae(out, dataset, **trainer))
 
     def vae(self, out: Path, dataset: dict | None = None, model: dict | None = None, **trainer) -> tuple:
         m = {"hidden_size": 64, "latent_dim": 8}
@@ -118,8 +131,18 @@ def read_csv(path: Path) -> tuple[list[str], list[dict]]:
         return list(reader.fieldnames or []), rows
 
 
+def model_files(kind: str) -> list[str]:
+    """The weights files a "gan", "dcgan" or "vae" run writes."""
+    return ["vae.pt"] if kind == "vae" else ["generator.pt", "discriminator.pt"]
+
+
+def losses(history: list[dict]) -> list[dict]:
+    """A run's per-epoch rows without their timings: what two equal runs share."""
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
+
+
 def state_dicts_equal(a: dict, b: dict) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    return a.keys() == b.keys() and all(torch.equal(a[k].cpu(), b[k].cpu()) for k in a)
 
 
 def weights(path: Path) -> dict:

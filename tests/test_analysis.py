@@ -26,6 +26,7 @@ if str(ROOT) not in sys.path:  # the scripts live at the repository root
 import detect_vae_anamolies as anomalies  # noqa: E402
 import latent_space_interpolation as interpolation  # noqa: E402
 import latent_space_vae as latent_map  # noqa: E402
+from helpers import DEVICE  # noqa: E402
 from models import VAE, DCGANDiscriminator, DCGANGenerator, FCDiscriminator, FCGenerator  # noqa: E402
 from trainers import train_gan, train_vae  # noqa: E402
 from utils import UserError  # noqa: E402
@@ -66,7 +67,7 @@ def mnist_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def tiny_trainer(output_dir: Path) -> dict:
-    return {"num_epochs": 1, "output_dir": str(output_dir), "device": "cpu", "seed": 0, "resume": False}
+    return {"num_epochs": 1, "output_dir": str(output_dir), "device": DEVICE, "seed": 0, "resume": False}
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +176,7 @@ def check_outputs(folder: Path, rows: int, steps: int, side: int, mode: str) -> 
 
 
 def test_interpolation_fc_gan(gan_dir: Path, tmp_path: Path) -> None:
-    args = ["--weights-path", str(gan_dir / "generator.pt"), "--num-rows", "3", "--num-steps", "5", "--device", "cpu"]
+    args = ["--weights-path", str(gan_dir / "generator.pt"), "--num-rows", "3", "--num-steps", "5", "--device", DEVICE]
     first = check_outputs(
         Path(interpolation.main([*args, "--output-dir", str(tmp_path / "a")])["grid"]).parent, 3, 5, 28, "RGB"
     )
@@ -189,7 +190,7 @@ def test_interpolation_fc_gan(gan_dir: Path, tmp_path: Path) -> None:
 
 
 def test_interpolation_dcgan(dcgan_dir: Path, tmp_path: Path) -> None:
-    args = ["--weights-path", str(dcgan_dir / "generator.pt"), "--output-dir", str(tmp_path), "--device", "cpu"]
+    args = ["--weights-path", str(dcgan_dir / "generator.pt"), "--output-dir", str(tmp_path), "--device", DEVICE]
     interpolation.main([*args, "--num-rows", "2", "--num-steps", "4", "--method", "lerp"])
     pixels = check_outputs(tmp_path, 2, 4, 32, "RGB")
     assert pixels.std() > 0
@@ -197,7 +198,7 @@ def test_interpolation_dcgan(dcgan_dir: Path, tmp_path: Path) -> None:
 
 def test_interpolation_vae(vae_path: Path, tmp_path: Path) -> None:
     args = ["--weights-path", str(vae_path), "--output-dir", str(tmp_path), "--num-rows", "4", "--num-steps", "6"]
-    interpolation.main([*args, "--device", "cpu"])
+    interpolation.main([*args, "--device", DEVICE])
     check_outputs(tmp_path, 4, 6, 28, "RGB")
 
 
@@ -206,15 +207,15 @@ def test_interpolation_empty_weights_path_reads_main_gan_output(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     with pytest.raises(UserError, match="weights_path is empty.*mnist_GAN/generator.pt"):
-        interpolation.main(["--device", "cpu"])
+        interpolation.main(["--device", DEVICE])
     (tmp_path / "mnist_GAN").mkdir()
     shutil.copy(gan_dir / "generator.pt", tmp_path / "mnist_GAN" / "generator.pt")
-    interpolation.main(["--device", "cpu", "--num-rows", "2", "--num-steps", "3"])
+    interpolation.main(["--device", DEVICE, "--num-rows", "2", "--num-steps", "3"])
     check_outputs(tmp_path / "mnist_GAN", 2, 3, 28, "RGB")  # empty output_dir: beside the weights
 
 
 def test_interpolation_wrong_inputs(gan_dir: Path, corrupt_file: Path, tmp_path: Path) -> None:
-    out = ["--output-dir", str(tmp_path), "--device", "cpu"]
+    out = ["--output-dir", str(tmp_path), "--device", DEVICE]
     cases = [
         (tmp_path / "missing.pt", "not found"),
         (corrupt_file, "cannot read"),
@@ -262,7 +263,7 @@ def check_anomaly_outputs(folder: Path, rows: int) -> tuple[dict, list[dict]]:
 
 @pytest.mark.parametrize("anomaly", ["gaussian_noise", "salt_pepper", "patch"])
 def test_anomalies_of_corrupted_images(vae_path: Path, tmp_path: Path, anomaly: str) -> None:
-    argv = ["--weights-path", str(vae_path), "--output-dir", str(tmp_path), "--num-images", "40", "--device", "cpu"]
+    argv = ["--weights-path", str(vae_path), "--output-dir", str(tmp_path), "--num-images", "40", "--device", DEVICE]
     summary = anomalies.main([*argv, "--anomaly", anomaly])
     written, scores = check_anomaly_outputs(tmp_path, 80)  # every image clean and corrupted
     assert written["auroc"] == pytest.approx(summary["auroc"])
@@ -282,7 +283,8 @@ def test_corruptions_stay_in_range() -> None:
 
 
 def test_anomalies_of_held_out_classes(vae17_path: Path, tmp_path: Path) -> None:
-    argv = ["--weights-path", str(vae17_path), "--output-dir", str(tmp_path), "--anomaly", "classes", "--device", "cpu"]
+    argv = ["--weights-path", str(vae17_path), "--output-dir", str(tmp_path), "--anomaly", "classes"]
+    argv += ["--device", DEVICE]
     summary = anomalies.main([*argv, "--num-images", "100"])
     _, scores = check_anomaly_outputs(tmp_path, 100)
     assert summary["classes_trained"] == [1, 7]
@@ -304,7 +306,7 @@ def test_trained_labels_from_indices_and_names(mnist_root: Path) -> None:
 
 
 def test_anomaly_wrong_inputs(vae_path: Path, gan_dir: Path, corrupt_file: Path, tmp_path: Path) -> None:
-    out = ["--output-dir", str(tmp_path), "--device", "cpu", "--num-images", "20"]
+    out = ["--output-dir", str(tmp_path), "--device", DEVICE, "--num-images", "20"]
     cases = [
         (["--weights-path", str(tmp_path / "missing.pt")], "not found"),
         (["--weights-path", str(corrupt_file)], "cannot read"),
@@ -354,7 +356,7 @@ def test_embed_2d_gives_one_point_per_image() -> None:
 
 @pytest.mark.parametrize("method", ["pca", "tsne"])
 def test_latent_map(vae_path: Path, tmp_path: Path, method: str) -> None:
-    argv = ["--weights-path", str(vae_path), "--output-dir", str(tmp_path), "--device", "cpu", "--method", method]
+    argv = ["--weights-path", str(vae_path), "--output-dir", str(tmp_path), "--device", DEVICE, "--method", method]
     result = latent_map.main([*argv, "--num-images", "120"])
     assert result["points"].shape == (120, 2) and len(result["labels"]) == 120
     with Image.open(tmp_path / "latents_space_2d.png") as image:
@@ -372,7 +374,7 @@ def test_latent_map(vae_path: Path, tmp_path: Path, method: str) -> None:
 
 
 def test_latent_map_wrong_inputs(gan_dir: Path, vae_path: Path, corrupt_file: Path, tmp_path: Path) -> None:
-    out = ["--output-dir", str(tmp_path), "--device", "cpu"]
+    out = ["--output-dir", str(tmp_path), "--device", DEVICE]
     cases = [
         (["--weights-path", str(tmp_path / "missing.pt")], "not found"),
         (["--weights-path", str(corrupt_file)], "cannot read"),

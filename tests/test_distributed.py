@@ -1,4 +1,5 @@
-"""Distributed training (torchrun, DDP): per-rank data shards, and 2-process CPU runs on gloo of each main script."""
+"""Distributed training (torchrun, DDP): per-rank data shards, and 2-process CPU runs on gloo of each main script
+(on the CPU whatever TEST_DEVICE says: two ranks need two GPUs)."""
 
 from __future__ import annotations
 
@@ -97,7 +98,7 @@ def _torchrun(script: str, args: list[str]) -> subprocess.CompletedProcess:
 
 
 def _kwargs(kind: str, tiny: Tiny, out: Path, **trainer) -> tuple[dict, dict, dict]:
-    return getattr(tiny, "gan" if kind == "gan" else kind)(out, **trainer)
+    return getattr(tiny, "gan" if kind == "gan" else kind)(out, device="cpu", **trainer)
 
 
 def _check_outputs(kind: str, out: Path, result: subprocess.CompletedProcess, epochs: int) -> None:
@@ -127,18 +128,18 @@ def test_checkpoints_move_between_one_process_and_two(
     tiny: Tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A one-process DCGAN run is resumed by a 2-process torchrun, which a one-process run resumes again."""
-    run_main_in_process(main_dcgan, cli_args(*tiny.dcgan(tmp_path, num_epochs=1)), monkeypatch)
-    result = _torchrun(SCRIPTS["dcgan"], cli_args(*tiny.dcgan(tmp_path, num_epochs=2)))
+    run_main_in_process(main_dcgan, cli_args(*tiny.dcgan(tmp_path, device="cpu", num_epochs=1)), monkeypatch)
+    result = _torchrun(SCRIPTS["dcgan"], cli_args(*tiny.dcgan(tmp_path, device="cpu", num_epochs=2)))
     assert result.stdout.count("resuming from") == 1
     _check_outputs("dcgan", tmp_path, result, epochs=2)
-    run_main_in_process(main_dcgan, cli_args(*tiny.dcgan(tmp_path, num_epochs=3)), monkeypatch)
+    run_main_in_process(main_dcgan, cli_args(*tiny.dcgan(tmp_path, device="cpu", num_epochs=3)), monkeypatch)
     assert [row["epoch"] for row in read_csv(tmp_path / "losses.csv")[1]] == ["1", "2", "3"]
 
 
 def test_ctrl_c_stops_every_rank_at_one_step_and_the_run_resumes(tiny: Tiny, tmp_path: Path) -> None:
     """Ctrl-C reaches torchrun and both workers (which torchrun signals again): the ranks agree on a step,
     rank 0 saves a checkpoint, nobody hangs; the same command resumes from it."""
-    args = cli_args(*tiny.gan(tmp_path, num_epochs=1000, sample_every=1000))
+    args = cli_args(*tiny.gan(tmp_path, device="cpu", num_epochs=1000, sample_every=1000))
     launcher = subprocess.Popen(
         _torchrun_command(SCRIPTS["gan"], args),
         cwd=REPO,
@@ -162,7 +163,9 @@ def test_ctrl_c_stops_every_rank_at_one_step_and_the_run_resumes(tiny: Tiny, tmp
     checkpoint = torch.load(tmp_path / "checkpoint.pt", map_location="cpu", weights_only=True)
     epochs = checkpoint["epoch"] + 1  # finish the interrupted epoch
     assert 1 <= epochs < 1000
-    result = _torchrun(SCRIPTS["gan"], cli_args(*tiny.gan(tmp_path, num_epochs=epochs, sample_every=1000)))
+    result = _torchrun(
+        SCRIPTS["gan"], cli_args(*tiny.gan(tmp_path, device="cpu", num_epochs=epochs, sample_every=1000))
+    )
     assert len(re.findall(r"resuming from .*checkpoint.pt \(epoch", result.stdout)) == 1
     _check_outputs("gan", tmp_path, result, epochs=epochs)
 

@@ -18,6 +18,8 @@ from helpers import (
     REPO,
     Tiny,
     cli_args,
+    losses,
+    model_files,
     read_csv,
     run_main_in_process,
     run_script,
@@ -26,31 +28,15 @@ from helpers import (
     state_dicts_equal,
     weights,
 )
-from models import VAE, DCGANDiscriminator, DCGANGenerator, FCDiscriminator, FCGenerator
-from trainers import GANTrainer, VAETrainer, train_gan, train_vae
+from models import DCGANDiscriminator, DCGANGenerator
+from trainers import GANTrainer, VAETrainer, train_gan
 from utils import UserError
 
 LOSS_COLUMNS = {"gan": ["d_loss", "g_loss", "d_real", "d_fake"], "vae": ["loss", "test_loss", "kl"]}
 
 
-def _train(kind: str, tiny: Tiny, out: Path, **trainer):
-    if kind == "gan":
-        return train_gan(FCGenerator, FCDiscriminator, *tiny.gan(out, **trainer))
-    if kind == "dcgan":
-        return train_gan(DCGANGenerator, DCGANDiscriminator, *tiny.dcgan(out, **trainer))
-    return train_vae(VAE, *tiny.vae(out, **trainer))
-
-
-def _model_files(kind: str) -> list[str]:
-    return ["vae.pt"] if kind == "vae" else ["generator.pt", "discriminator.pt"]
-
-
 def _same_weights(kind: str, a: Path, b: Path) -> bool:
-    return all(state_dicts_equal(weights(a / name), weights(b / name)) for name in _model_files(kind))
-
-
-def _losses(history: list[dict]) -> list[dict]:
-    return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
+    return all(state_dicts_equal(weights(a / name), weights(b / name)) for name in model_files(kind))
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
@@ -63,7 +49,7 @@ def straight(tiny: Tiny, tmp_path_factory: pytest.TempPathFactory) -> dict:
     runs = {}
     for kind in ("gan", "dcgan", "vae"):
         out = tmp_path_factory.mktemp(f"straight_{kind}")
-        runs[kind] = (out, _train(kind, tiny, out, num_epochs=3))
+        runs[kind] = (out, tiny.train(kind, out, num_epochs=3))
     return runs
 
 
@@ -73,17 +59,17 @@ def straight(tiny: Tiny, tmp_path_factory: pytest.TempPathFactory) -> dict:
 @pytest.mark.parametrize("kind", ["gan", "dcgan", "vae"])
 def test_resume_after_an_epoch_is_bitwise_exact(kind: str, tiny: Tiny, tmp_path: Path, straight: dict) -> None:
     reference_dir, reference = straight[kind]
-    _train(kind, tiny, tmp_path, num_epochs=1)
-    resumed = _train(kind, tiny, tmp_path, num_epochs=3)
+    tiny.train(kind, tmp_path, num_epochs=1)
+    resumed = tiny.train(kind, tmp_path, num_epochs=3)
     assert _same_weights(kind, tmp_path, reference_dir)
-    assert _losses(resumed.history) == _losses(reference.history)
+    assert losses(resumed.history) == losses(reference.history)
     rows = read_csv(tmp_path / "losses.csv")[1]
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
 
 
 def test_resume_from_a_checkpoint_elsewhere(tiny: Tiny, tmp_path: Path, straight: dict) -> None:
-    _train("gan", tiny, tmp_path / "first", num_epochs=1)
-    run = _train("gan", tiny, tmp_path / "second", num_epochs=3, resume=str(tmp_path / "first" / "checkpoint.pt"))
+    tiny.train("gan", tmp_path / "first", num_epochs=1)
+    run = tiny.train("gan", tmp_path / "second", num_epochs=3, resume=str(tmp_path / "first" / "checkpoint.pt"))
     assert len(run.history) == 3
     assert _same_weights("gan", tmp_path / "second", straight["gan"][0])
 
@@ -108,8 +94,8 @@ def test_signal_mid_epoch_saves_and_resumes_exactly(
         return terms
 
     monkeypatch.setattr(trainer_class, "train_step", step_then_signal)
-    with pytest.raises(SystemExit) as info:
-        _train(kind, tiny, tmp_path, num_epochs=3)
+    with pytest.raises(SystemExit) as info:  # cuda_graphs off: a replayed step would not run the patch's Python
+        tiny.train(kind, tmp_path, num_epochs=3, cuda_graphs=False)
     assert info.value.code == 128 + signum
     err = capsys.readouterr().err
     name = signal.Signals(signum).name
@@ -119,11 +105,11 @@ def test_signal_mid_epoch_saves_and_resumes_exactly(
     assert (checkpoint["epoch"], checkpoint["step"]) == (1, 3)
 
     monkeypatch.setattr(trainer_class, "train_step", real_step)
-    resumed = _train(kind, tiny, tmp_path, num_epochs=3)
+    resumed = tiny.train(kind, tmp_path, num_epochs=3)
     assert "resuming from" in capsys.readouterr().out
     assert _same_weights(kind, tmp_path, straight[kind][0])
-    reference = _losses(straight[kind][1].history)
-    for row, expected_row in zip(_losses(resumed.history), reference, strict=True):
+    reference = losses(straight[kind][1].history)
+    for row, expected_row in zip(losses(resumed.history), reference, strict=True):
         assert row == pytest.approx(expected_row, rel=1e-5)
 
 
@@ -145,13 +131,13 @@ def test_dataset_path_stops_mid_epoch_and_resumes_like_the_memory_path(
     monkeypatch.setattr(GANTrainer, "train_step", step_then_signal)
     streamed = {"in_memory": False}
     with pytest.raises(SystemExit):
-        train_gan(DCGANGenerator, DCGANDiscriminator, *tiny.dcgan(tmp_path, streamed, num_epochs=3))
+        train_gan(DCGANGenerator, DCGANDiscriminator, *tiny.dcgan(tmp_path, streamed, num_epochs=3, cuda_graphs=False))
     checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert (checkpoint["epoch"], checkpoint["step"]) == (1, 2)
     monkeypatch.setattr(GANTrainer, "train_step", real_step)
     resumed = train_gan(DCGANGenerator, DCGANDiscriminator, *tiny.dcgan(tmp_path, streamed, num_epochs=3))
     assert _same_weights("dcgan", tmp_path, straight["dcgan"][0])
-    for row, expected in zip(_losses(resumed.history), _losses(straight["dcgan"][1].history), strict=True):
+    for row, expected in zip(losses(resumed.history), losses(straight["dcgan"][1].history), strict=True):
         assert row == pytest.approx(expected, rel=1e-5)
 
 
@@ -168,12 +154,12 @@ def test_dataset_path_stops_mid_epoch_and_resumes_like_the_memory_path(
     ids=["truncated", "empty", "garbled"],
 )
 def test_damaged_checkpoint_is_a_clear_error_and_is_kept(damage, tiny: Tiny, tmp_path: Path) -> None:
-    _train("gan", tiny, tmp_path, num_epochs=1)
+    tiny.train("gan", tmp_path, num_epochs=1)
     path = tmp_path / "checkpoint.pt"
     path.write_bytes(damage(path.read_bytes()))
     before = _snapshot(tmp_path)
     with pytest.raises(UserError) as info:
-        _train("gan", tiny, tmp_path, num_epochs=2)
+        tiny.train("gan", tmp_path, num_epochs=2)
     message = str(info.value)
     assert f"checkpoint '{path}'" in message and "\n" not in message
     assert re.search(r"cannot read|not a training checkpoint", message)
@@ -187,7 +173,7 @@ def test_damaged_checkpoint_is_a_clear_error_and_is_kept(damage, tiny: Tiny, tmp
 def test_non_finite_loss_stops_and_keeps_the_last_good_epoch(
     bad: float, tiny: Tiny, tmp_path: Path, straight: dict, monkeypatch
 ) -> None:
-    _train("gan", tiny, tmp_path, num_epochs=1)
+    tiny.train("gan", tmp_path, num_epochs=1)
     good = _snapshot(tmp_path)
     real_step = GANTrainer.train_step
     calls = {"n": 0}
@@ -199,29 +185,29 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_epoch(
 
     monkeypatch.setattr(GANTrainer, "train_step", poisoned)
     with pytest.raises(UserError) as info:
-        _train("gan", tiny, tmp_path, num_epochs=3)
+        tiny.train("gan", tmp_path, num_epochs=3)
     message = str(info.value)
     assert re.search(rf"g_loss became {bad} in epoch 2", message)
     assert "the checkpoint of epoch 1 is kept" in message and "\n" not in message
     assert _snapshot(tmp_path) == good  # checkpoint, weights and logs of epoch 1 untouched
 
     monkeypatch.setattr(GANTrainer, "train_step", real_step)
-    _train("gan", tiny, tmp_path, num_epochs=3)  # and the run can simply be continued
+    tiny.train("gan", tmp_path, num_epochs=3)  # and the run can simply be continued
     assert _same_weights("gan", tmp_path, straight["gan"][0])
 
 
 def test_diverging_run_says_nothing_was_saved(tiny: Tiny, tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"became (nan|inf).*in epoch 1.*nothing was saved.*lower the learning rate"):
-        _train("vae", tiny, tmp_path, num_epochs=2, lr=1e30)
+        tiny.train("vae", tmp_path, num_epochs=2, lr=1e30)
     assert not (tmp_path / "checkpoint.pt").exists() and not (tmp_path / "vae.pt").exists()
 
 
 def test_diverging_fresh_start_does_not_misreport_an_old_checkpoint(tiny: Tiny, tmp_path: Path) -> None:
     """resume=False over an older run, diverging in epoch 1: the old checkpoint is not this run's 'epoch 0'."""
-    _train("vae", tiny, tmp_path, num_epochs=1)
+    tiny.train("vae", tmp_path, num_epochs=1)
     old = (tmp_path / "checkpoint.pt").read_bytes()
     with pytest.raises(UserError) as info:
-        _train("vae", tiny, tmp_path, num_epochs=2, lr=1e30, resume=False)
+        tiny.train("vae", tmp_path, num_epochs=2, lr=1e30, resume=False)
     assert "epoch 0" not in str(info.value)
     assert (tmp_path / "checkpoint.pt").read_bytes() == old
 
@@ -230,9 +216,9 @@ def test_diverging_fresh_start_does_not_misreport_an_old_checkpoint(tiny: Tiny, 
 
 
 def test_more_epochs_continue_without_duplicate_rows(tiny: Tiny, tmp_path: Path, straight: dict) -> None:
-    first = _train("gan", tiny, tmp_path, num_epochs=2)
+    first = tiny.train("gan", tmp_path, num_epochs=2)
     first_rows = [dict(row) for row in first.history]
-    run = _train("gan", tiny, tmp_path, num_epochs=3)
+    run = tiny.train("gan", tmp_path, num_epochs=3)
     _, rows = read_csv(tmp_path / "losses.csv")
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
     assert run.history[:2] == first_rows
@@ -243,19 +229,19 @@ def test_more_epochs_continue_without_duplicate_rows(tiny: Tiny, tmp_path: Path,
 
 @pytest.mark.parametrize("num_epochs", [2, 1])
 def test_finished_run_is_not_trained_again(num_epochs: int, tiny: Tiny, tmp_path: Path, capsys) -> None:
-    _train("vae", tiny, tmp_path, num_epochs=2)
+    tiny.train("vae", tmp_path, num_epochs=2)
     before = _snapshot(tmp_path)
     capsys.readouterr()
-    run = _train("vae", tiny, tmp_path, num_epochs=num_epochs)
+    run = tiny.train("vae", tmp_path, num_epochs=num_epochs)
     assert f"already trained 2 of num_epochs={num_epochs}; nothing to do" in capsys.readouterr().out
     assert len(run.history) == 2
     assert _snapshot(tmp_path) == before
 
 
 def test_resume_false_starts_over(tiny: Tiny, tmp_path: Path) -> None:
-    _train("gan", tiny, tmp_path / "a", num_epochs=2)
-    run = _train("gan", tiny, tmp_path / "a", num_epochs=1, resume=False, seed=5)
-    _train("gan", tiny, tmp_path / "b", num_epochs=1, seed=5)
+    tiny.train("gan", tmp_path / "a", num_epochs=2)
+    run = tiny.train("gan", tmp_path / "a", num_epochs=1, resume=False, seed=5)
+    tiny.train("gan", tmp_path / "b", num_epochs=1, seed=5)
     assert len(run.history) == 1
     assert len(read_csv(tmp_path / "a" / "losses.csv")[1]) == 1
     assert _same_weights("gan", tmp_path / "a", tmp_path / "b")

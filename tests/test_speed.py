@@ -13,9 +13,10 @@ import torch.nn.functional as F
 
 import trainers.speed as speed
 from datasets import InMemoryLoader
-from helpers import Tiny, state_dicts_equal, weights
+from helpers import Tiny, losses, model_files, state_dicts_equal, weights
 from models import VAE, DCGANDiscriminator, DCGANGenerator, FCDiscriminator, FCGenerator
-from trainers import GANTrainer, VAETrainer, train_gan, train_vae
+from trainers import GANTrainer, VAETrainer
+from trainers.base import load_optimizer
 from utils import UserError
 
 STEPS = 5
@@ -104,34 +105,18 @@ def test_vae_step_computes_what_a_plain_step_computes(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------- whole runs
 
 
-def _run(kind: str, tiny: Tiny, out: Path, dataset: dict | None = None, **trainer):
-    if kind == "gan":
-        return train_gan(FCGenerator, FCDiscriminator, *tiny.gan(out, dataset, **trainer))
-    if kind == "dcgan":
-        return train_gan(DCGANGenerator, DCGANDiscriminator, *tiny.dcgan(out, dataset, **trainer))
-    return train_vae(VAE, *tiny.vae(out, dataset, **trainer))
-
-
-def _files(kind: str) -> list[str]:
-    return ["vae.pt"] if kind == "vae" else ["generator.pt", "discriminator.pt"]
-
-
-def _losses(history: list[dict]) -> list[dict]:
-    return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
-
-
 @pytest.mark.parametrize("kind", ["gan", "dcgan", "vae"])
 def test_both_data_paths_train_identically(kind: str, tiny: Tiny, tmp_path: Path) -> None:
-    memory = _run(kind, tiny, tmp_path / "memory", {"in_memory": True}, num_epochs=1)
-    streamed = _run(kind, tiny, tmp_path / "streamed", {"in_memory": False}, num_epochs=1)
-    assert _losses(memory.history) == _losses(streamed.history)
-    for name in _files(kind):
+    memory = tiny.train(kind, tmp_path / "memory", {"in_memory": True}, num_epochs=1)
+    streamed = tiny.train(kind, tmp_path / "streamed", {"in_memory": False}, num_epochs=1)
+    assert losses(memory.history) == losses(streamed.history)
+    for name in model_files(kind):
         assert state_dicts_equal(weights(tmp_path / "memory" / name), weights(tmp_path / "streamed" / name))
 
 
 @pytest.mark.parametrize(("kind", "options"), [("gan", {"amp": True}), ("dcgan", {"amp": True, "channels_last": True})])
 def test_speed_options_run_on_cpu(kind: str, options: dict, tiny: Tiny, tmp_path: Path, capsys) -> None:
-    run = _run(kind, tiny, tmp_path, num_epochs=1, **options)
+    run = tiny.train(kind, tmp_path, num_epochs=1, **options)
     assert len(run.history) == 1 and all(math.isfinite(v) for v in run.history[0].values())
     native_bf16 = speed.amp_dtype(torch.device("cpu")) is not None
     assert ("note: amp ignored" in capsys.readouterr().out) != native_bf16
@@ -142,13 +127,13 @@ def test_speed_options_run_on_cpu(kind: str, options: dict, tiny: Tiny, tmp_path
 
 
 def test_vae_amp_trains_close_to_float32(tiny: Tiny, tmp_path: Path) -> None:
-    run = _run("vae", tiny, tmp_path, num_epochs=1, amp=True)
-    reference = _run("vae", tiny, tmp_path / "fp32", num_epochs=1)
+    run = tiny.train("vae", tmp_path, num_epochs=1, amp=True)
+    reference = tiny.train("vae", tmp_path / "fp32", num_epochs=1)
     assert run.history[0]["test_loss"] == pytest.approx(reference.history[0]["test_loss"], rel=0.05)
 
 
 def test_channels_last_is_ignored_for_fully_connected_models(tiny: Tiny, tmp_path: Path, capsys) -> None:
-    run = _run("gan", tiny, tmp_path, num_epochs=1, channels_last=True)
+    run = tiny.train("gan", tmp_path, num_epochs=1, channels_last=True)
     assert "note: channels_last ignored: the models have no convolutions" in capsys.readouterr().out
     assert not run.speed.channels_last
 
@@ -162,21 +147,47 @@ def test_compile_wraps_the_modules_and_checkpoints_keep_their_names(tmp_path: Pa
     assert set(trainer.models["generator"].state_dict()) == set(FCGenerator(8, 16).state_dict())
 
 
+def test_cuda_graphs_change_nothing_off_cuda(tiny: Tiny, tmp_path: Path) -> None:
+    run = tiny.train("vae", tmp_path, {"max_samples": 32}, num_epochs=1, cuda_graphs=True, device="cpu")
+    assert run.run_step == run.train_step and not run.speed.cuda_graphs
+    assert "capturable" not in run.optimizers["vae"].defaults or not run.optimizers["vae"].defaults["capturable"]
+
+
+def test_a_checkpoint_loads_into_an_optimizer_of_other_flags() -> None:
+    """A CUDA graph's Adam is capturable (its step count lives on the GPU): resuming elsewhere keeps
+    the new optimizer's own flags, with the saved moments and step counts."""
+    param = torch.nn.Parameter(torch.randn(5))
+    saved = torch.optim.Adam([param], 0.1, fused=True, capturable=True)
+    for _ in range(3):
+        param.grad = torch.randn(5)
+        saved.step()
+    for flags in ({}, {"fused": True}, {"foreach": True}):
+        optimizer = torch.optim.Adam([param], 0.1, **flags)
+        load_optimizer(optimizer, copy.deepcopy(saved.state_dict()))  # as read from a file
+        group, state = optimizer.param_groups[0], optimizer.state[param]
+        assert not group["capturable"] and group["fused"] == flags.get("fused", None)
+        assert state["step"].item() == 3 and state["step"].device.type == "cpu"
+        assert torch.equal(state["exp_avg"], saved.state[param]["exp_avg"])
+        param.grad = torch.randn(5)
+        optimizer.step()  # a capturable flag left behind would refuse to step here (on some devices)
+        assert state["step"].item() == 4
+
+
 # ---------------------------------------------------------------------------- threads
 
 
 def test_num_threads_explicit_and_invalid(tiny: Tiny, tmp_path: Path) -> None:
     before = torch.get_num_threads()
     try:
-        _run("gan", tiny, tmp_path, {"max_samples": 16}, num_epochs=1, num_threads=2)
+        tiny.train("gan", tmp_path, {"max_samples": 16}, num_epochs=1, num_threads=2)
         assert torch.get_num_threads() == 2
-        _run("gan", tiny, tmp_path / "b", {"max_samples": 16}, num_epochs=1, num_threads="1")  # as --num-threads 1
+        tiny.train("gan", tmp_path / "b", {"max_samples": 16}, num_epochs=1, num_threads="1")  # as --num-threads 1
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
     for bad in (0, "many", 1.5):
         with pytest.raises(UserError, match=r"num_threads"):
-            _run("gan", tiny, tmp_path / "c", num_threads=bad)
+            tiny.train("gan", tmp_path / "c", num_threads=bad)
 
 
 def test_num_threads_auto(monkeypatch) -> None:
@@ -222,4 +233,4 @@ def test_busy_cores_counts_the_cpu_time_of_the_usable_cores(monkeypatch, tmp_pat
 
 def test_in_memory_is_checked_before_any_work(tiny: Tiny, tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"dataset_kwargs\['in_memory'\] must be True, False or 'auto', got 'yes'"):
-        _run("gan", tiny, tmp_path, {"in_memory": "yes"})
+        tiny.train("gan", tmp_path, {"in_memory": "yes"})

@@ -90,15 +90,15 @@ def test_fc_gan_discriminator_learns_to_tell_real_from_fake(tiny: Tiny, tmp_path
 @pytest.mark.parametrize("run_name", ["gan_run", "dcgan_run"])
 def test_gan_weights_reload_to_identical_outputs(run_name: str, request: pytest.FixtureRequest) -> None:
     out, run = request.getfixturevalue(run_name)
-    generator = load_model(out / "generator.pt", kinds=(type(run.generator).__name__,))
-    discriminator = load_model(out / "discriminator.pt")
+    generator = load_model(out / "generator.pt", run.device, kinds=(type(run.generator).__name__,))
+    discriminator = load_model(out / "discriminator.pt", run.device)
     assert not generator.training and not discriminator.training
     assert generator.config == run.generator.config
     exported = run.exported_models()["generator"]  # the weight average (EMA) the grids show
     assert exported is run.ema and not state_dicts_equal(exported.state_dict(), run.generator.state_dict())
     exported.eval()
     run.discriminator.eval()
-    z = torch.randn(6, generator.latent_dim, generator=torch.Generator().manual_seed(7))
+    z = torch.randn(6, generator.latent_dim, generator=torch.Generator().manual_seed(7)).to(run.device)
     with torch.no_grad():
         images = exported(z)
         assert torch.equal(generator(z), images)
@@ -138,10 +138,10 @@ def test_vae_writes_everything(vae_run) -> None:
 
 def test_vae_weights_reload_to_identical_outputs(vae_run) -> None:
     out, run = vae_run
-    vae = load_model(out / "vae.pt", kinds=("VAE",))
+    vae = load_model(out / "vae.pt", run.device, kinds=("VAE",))
     run.vae.eval()
-    x = torch.rand(5, 784, generator=torch.Generator().manual_seed(3))
-    z = torch.randn(5, 8, generator=torch.Generator().manual_seed(4))
+    x = torch.rand(5, 784, generator=torch.Generator().manual_seed(3)).to(run.device)
+    z = torch.randn(5, 8, generator=torch.Generator().manual_seed(4)).to(run.device)
     with torch.no_grad():
         assert torch.equal(vae.reconstruct(x), run.vae.reconstruct(x))
         assert torch.equal(vae.decode(z), run.vae.decode(z))
