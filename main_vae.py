@@ -39,7 +39,7 @@ trainer_kwargs = {
     "num_threads": "auto",  # CPU threads: "auto" (the cores not busy with other work) or a number
     "cuda_graphs": True,  # on a CUDA GPU, replay each training step as one CUDA graph (same results, faster)
     "amp": False,  # bfloat16 autocast where the device has native bf16 (CUDA, recent CPUs): faster, not bitwise
-    "compile": False,  # torch.compile the models (slow first steps; measure before relying on it)
+    "compile": False,  # torch.compile the models: slower than eager on a 2-core CPU and than cuda_graphs on a GPU
 }
 
 
