@@ -197,6 +197,7 @@ CASES = [
     pytest.param(gan(model={"discriminator_dropout": 1.5}), r"model_kwargs: .*dropout.*1\.5", id="dropout_above_one"),
     pytest.param(gan(beta1=1.5), r"beta1", id="beta1_above_one"),
     pytest.param(gan(label_smoothing=1.5), r"label_smoothing", id="label_smoothing_above_one"),
+    pytest.param(gan(ema_decay=1.0), r"ema_decay.*\[0, 1\)", id="ema_decay_one"),
     pytest.param(dcgan(model={"image_channels": 2}), r"image_channels", id="image_channels_2"),
     pytest.param(vae(dataset={"normalize": True}), r"normalize", id="vae_with_normalized_targets"),
     # sizes the models cannot take
