@@ -47,11 +47,12 @@ def _plain_gan_step(g, d, ema, opt_g, opt_d, real, real_target=0.9, decay=0.999)
     opt_g.zero_grad()
     g_loss.backward()
     opt_g.step()
-    with torch.no_grad():
+    with torch.no_grad():  # the average ramps up: min(decay, (1 + t) / (10 + t)) after update t
+        t = opt_g.state[next(g.parameters())]["step"]
         ema_state = ema.state_dict()
         for key, value in g.state_dict().items():
             if value.is_floating_point():
-                ema_state[key].lerp_(value, 1 - decay)
+                ema_state[key].lerp_(value, 1 - torch.clamp((1 + t) / (10 + t), max=decay))
     return [d_loss, g_loss, torch.sigmoid(d_real).mean(), torch.sigmoid(d_fake).mean()]
 
 
