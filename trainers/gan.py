@@ -162,9 +162,9 @@ class GANTrainer(Trainer):
     def _update_ema(self) -> None:
         """ema = d * ema + (1 - d) * generator, and the same for BatchNorm's running stats, where
         d = min(ema_decay, (1 + t) / (10 + t)) after the generator's t-th update: the average starts
-        out short and lengthens to ema_decay's ~1000 steps by step 9000, so that the grids of a short
-        run (a few hundred steps) show what the generator has learnt, not its initial weights
-        (TensorFlow's ExponentialMovingAverage with num_updates). t is Adam's step count: it is
+        out short and lengthens until d reaches ema_decay (at step 8991 for 0.999), so that the grids
+        of a short run (a few hundred steps) show what the generator has learnt, not its initial
+        weights (TensorFlow's ExponentialMovingAverage with num_updates). t is Adam's step count: it is
         saved with the optimizer, and on a GPU it stays on the device, as a CUDA graph needs."""
         t = self.optimizers["generator"].state[self.generator_parameters[0]]["step"]
         weight = (1 - ((1 + t) / (10 + t)).clamp(max=self.ema_decay)).to(self.device)
