@@ -151,7 +151,7 @@ def test_compile_wraps_the_modules_and_checkpoints_keep_their_names(tmp_path: Pa
 def test_cuda_graphs_change_nothing_off_cuda(tiny: Tiny, tmp_path: Path) -> None:
     run = tiny.train("vae", tmp_path, {"max_samples": 32}, num_epochs=1, cuda_graphs=True, device="cpu")
     assert run.run_step == run.train_step and not run.speed.cuda_graphs
-    assert "capturable" not in run.optimizers["vae"].defaults or not run.optimizers["vae"].defaults["capturable"]
+    assert not run.optimizers["vae"].defaults["capturable"]
 
 
 def test_a_checkpoint_loads_into_an_optimizer_of_other_flags() -> None:

@@ -50,8 +50,8 @@ class NonFiniteLoss(Exception):
 def load_optimizer(optimizer: torch.optim.Optimizer, state: dict) -> None:
     """Load a saved optimizer state, keeping this run's implementation flags (fused, foreach,
     capturable): the saved ones belong to the device and speed settings the checkpoint was made with
-    (a CUDA graph's capturable Adam cannot step on a CPU), and the step counts move to where the
-    flags want them."""
+    (a CUDA graph's capturable Adam keeps its step counts on the GPU), and the step counts move to
+    where this run's flags want them."""
     flags = ("fused", "foreach", "capturable")
     mine = [{k: group[k] for k in flags if k in group} for group in optimizer.param_groups]
     optimizer.load_state_dict(state)
