@@ -3,6 +3,7 @@ checkpoints, non-finite losses and extending a finished run."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -224,6 +225,7 @@ def test_more_epochs_continue_without_duplicate_rows(tiny: Tiny, tmp_path: Path,
     assert run.history[:2] == first_rows
     for name in ("train_loss_curve_3.png", "generated_image_epoch_3.png"):
         assert (tmp_path / name).is_file()
+    assert json.loads((tmp_path / "config.json").read_text())["trainer"]["num_epochs"] == 3  # the settings now
     assert _same_weights("gan", tmp_path, straight["gan"][0])
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import signal
 from pathlib import Path
@@ -67,8 +68,13 @@ def test_fc_gan_writes_everything(gan_run) -> None:
         "checkpoint.pt",
         "metrics.csv",  # quality metrics after the last epoch (trainers.metrics)
         "metrics.json",
+        "config.json",
     }
     assert {p.name for p in out.iterdir()} == expected  # and no stray temp files
+    config = json.loads((out / "config.json").read_text())
+    assert set(config) == {"generator", "discriminator", "dataset", "trainer"}
+    assert config["generator"] == run.generator.config and config["trainer"]["num_epochs"] == 2
+    assert config == json.loads(json.dumps(torch.load(out / "checkpoint.pt", weights_only=True)["config"]))
     for name in ("generated_image_epoch_1.png", "generated_image_epoch_2.png"):
         _check_grid(out / name, 28)
     with Image.open(out / "train_loss_curve_2.png") as curve:

@@ -68,7 +68,8 @@ class Trainer:
     """Subclasses set `models`, `optimizers` and `curve_panels`, and define `train_step` and `save_samples`.
 
     Per run, `output_dir` gets: losses.csv (a row per epoch), train_loss_curve_{num_epochs}.png,
-    the sample grids, one .pt of weights per model and checkpoint.pt (everything needed to resume);
+    the sample grids, one .pt of weights per model, checkpoint.pt (everything needed to resume) and
+    config.json (the settings in checkpoint.pt, readable without torch);
     every `eval_every` epochs and after the last, the quality metrics of `compute_metrics` go to
     metrics.csv (a row per evaluation) and metrics.json (the latest).
 
@@ -391,6 +392,7 @@ class Trainer:
             },
             self.checkpoint_path,
         )
+        (self.output_dir / "config.json").write_text(json.dumps(self.config, indent=2, default=str) + "\n")
 
     def _resume(self) -> None:
         if self.resume is False:
