@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+import trainers.base
 from helpers import GAN_COLUMNS, VAE_COLUMNS, Tiny, read_csv, state_dicts_equal, weights
 from models import VAE, DCGANDiscriminator, DCGANGenerator, FCDiscriminator, FCGenerator
 from trainers import train_gan, train_vae
@@ -125,6 +126,19 @@ def test_dcgan_on_an_image_folder(dcgan_run) -> None:
     # The weights file also says what it was trained on.
     meta = torch.load(out / "generator.pt", weights_only=True)["meta"]
     assert meta["epoch"] == 2 and meta["dataset"]["dataset_type"] == "image_folder"
+
+
+@pytest.mark.parametrize(("every", "drawn"), [(0.0, [1, 2, 3]), (1e9, [1, 3])])
+def test_loss_curve_is_drawn_first_last_and_at_most_every_plot_interval(
+    every: float, drawn: list[int], tiny: Tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    epochs, draw = [], trainers.base.Trainer._plot_curve
+    monkeypatch.setattr(trainers.base, "PLOT_EVERY_SECONDS", every)
+    monkeypatch.setattr(trainers.base.Trainer, "_plot_curve", lambda self: epochs.append(self.epoch) or draw(self))
+    tiny.train("vae", tmp_path, {"max_samples": 32}, num_epochs=3)
+    assert epochs == drawn
+    assert (tmp_path / "train_loss_curve_3.png").is_file()
+    assert len(read_csv(tmp_path / "losses.csv")[1]) == 3  # the table is written every epoch
 
 
 def test_vae_writes_everything(vae_run) -> None:
