@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> None:
         __doc__,
         {"model_kwargs": model_kwargs, "dataset_kwargs": dataset_kwargs, "trainer_kwargs": trainer_kwargs},
         argv,
+        __file__,
     )
     train_gan(DCGANGenerator, DCGANDiscriminator, model_kwargs, dataset_kwargs, trainer_kwargs, "model_kwargs")
 

@@ -55,6 +55,7 @@ def main(argv: list[str] | None = None) -> None:
         __doc__,
         {"mnist_model_kwargs": mnist_model_kwargs, "dataset_kwargs": dataset_kwargs, "trainer_kwargs": trainer_kwargs},
         argv,
+        __file__,
     )
     train_gan(FCGenerator, FCDiscriminator, mnist_model_kwargs, dataset_kwargs, trainer_kwargs, "mnist_model_kwargs")
 

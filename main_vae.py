@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> None:
         __doc__,
         {"mnist_model_kwargs": mnist_model_kwargs, "dataset_kwargs": dataset_kwargs, "trainer_kwargs": trainer_kwargs},
         argv,
+        __file__,
     )
     train_vae(VAE, mnist_model_kwargs, dataset_kwargs, trainer_kwargs, "mnist_model_kwargs")
 

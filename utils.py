@@ -8,6 +8,7 @@ import difflib
 import inspect
 import os
 import random
+import re
 import sys
 import tempfile
 import types
@@ -113,9 +114,20 @@ def _parse_value(text: str, default: Any) -> Any:
     return value
 
 
-def parse_overrides(description: str, dicts: dict[str, dict], argv: list[str] | None = None) -> None:
-    """Let every key of the given kwargs dicts be overridden as --key-name VALUE (updates them in place)."""
+def key_comments(script: str) -> dict[str, str]:
+    """The comment after each `"key": value,` line (and `name = value` line) of a script: what its keys mean."""
+    pattern = re.compile(r"""^\s*(?:"(\w+)":|(\w+) =)[^#]*#\s*(.+)$""")
+    with open(script, encoding="utf-8") as f:
+        return {match[1] or match[2]: match[3].strip() for line in f if (match := pattern.match(line))}
+
+
+def parse_overrides(
+    description: str, dicts: dict[str, dict], argv: list[str] | None = None, script: str | None = None
+) -> None:
+    """Let every key of the given kwargs dicts be overridden as --key-name VALUE (updates them in place).
+    `script`: the file that defines the dicts; --help then shows the comment beside each key."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    comments = key_comments(script) if script else {}
     owner: dict[str, str] = {}
     for dict_name, kwargs in dicts.items():
         group = parser.add_argument_group(dict_name)
@@ -127,7 +139,7 @@ def parse_overrides(description: str, dicts: dict[str, dict], argv: list[str] | 
                 default=argparse.SUPPRESS,
                 metavar=type(default).__name__.upper() if default is not None else "VALUE",
                 type=lambda text, d=default: _parse_value(text, d),
-                help=f"(default: {default!r})",
+                help=f"{comments.get(key, '')} (default: {default!r})".lstrip(),
             )
     args = vars(parser.parse_args(argv))
     for key, value in args.items():
@@ -145,7 +157,7 @@ def analysis_main(
     """The main of an analysis script: `paths` (weights_path, output_dir) and every key of its
     kwargs dict can be overridden from the command line; then `run(weights_path, output_dir, **kwargs)`."""
     paths, kwargs = dict(paths), dict(kwargs)  # the module's own dicts stay as written
-    parse_overrides(description, {"paths": paths, kwargs_name: kwargs}, argv)
+    parse_overrides(description, {"paths": paths, kwargs_name: kwargs}, argv, inspect.getsourcefile(run))
     return run(paths["weights_path"], paths["output_dir"], **check_kwargs(kwargs, run, kwargs_name))
 
 

@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
+import detect_vae_anamolies
 import main_dcgan
 import main_gan
 import main_vae
 from helpers import GAN_COLUMNS, VAE_COLUMNS, Tiny, cli_args, read_csv, run_main_in_process, run_script
-from utils import UserError, check_kwargs, load_model, parse_overrides
+from utils import UserError, check_kwargs, key_comments, load_model, parse_overrides
 
 SCRIPTS = {"main_gan.py": main_gan, "main_dcgan.py": main_dcgan, "main_vae.py": main_vae}
 
@@ -50,12 +51,14 @@ def test_script_trains_and_writes_outputs(
 
 
 @pytest.mark.parametrize("script", sorted(SCRIPTS))
-def test_help_lists_every_key_with_its_default(
+def test_help_lists_every_key_with_its_comment_and_default(
     script: str, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     module = SCRIPTS[script]
     dicts = {name: value for name, value in vars(module).items() if name.endswith("_kwargs")}
     assert len(dicts) == 3
+    comments = key_comments(module.__file__)
+    assert comments["device"] == "cuda, then mps, then cpu" and comments["resume"].startswith("continue from")
     with pytest.raises(SystemExit) as info:
         run_main_in_process(module, ["--help"], monkeypatch)
     assert info.value.code == 0
@@ -64,7 +67,15 @@ def test_help_lists_every_key_with_its_default(
         assert dict_name in text
         for key, default in kwargs.items():
             assert f"--{key.replace('_', '-')}" in text
-            assert f"(default: {default!r})" in text, key
+            assert f"{comments.get(key, '')} (default: {default!r})".strip() in text, key
+
+
+def test_analysis_help_explains_the_paths_and_keys(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        detect_vae_anamolies.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--weights-path STR point to the respective directory and .pt file (vae.pt) (default: '')" in text
+    assert "--seed INT draws the corruptions (default: 0)" in text
 
 
 def test_spec_defaults_are_kept() -> None:
