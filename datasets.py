@@ -53,6 +53,7 @@ def load_images(
         dataset_type in DATASET_TYPES, f"unknown dataset_type '{dataset_type}': use one of {', '.join(DATASET_TYPES)}"
     )
     if dataset_type == "image_folder":
+        root = root if train else str(held_out_folder(root) or root)
         return _load_image_folder(root, image_shape, max_samples, classes, num_workers)
     dataset = _open_builtin(dataset_type, root, train)
     images = torch.as_tensor(dataset.data)
@@ -77,8 +78,8 @@ def load_test_images(
     classes: list | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The test images of the data a model was trained on. `dataset` is the dataset kwargs saved
-    in its weights file; `root` (if given) says where the data are now. An image_folder has no
-    test split: its images are used."""
+    in its weights file; `root` (if given) says where the data are now. For an image_folder they are
+    those of its `held_out_folder`, or its own images where it has none."""
     return load_images(
         dataset.get("dataset_type", "mnist"),
         root if root is not None else dataset.get("root", "data"),
@@ -151,6 +152,17 @@ def fit_to_shape(images: torch.Tensor, image_shape: tuple[int, int, int]) -> tor
     if x.shape[2:] != (height, width):
         x = F.interpolate(x, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
     return x.round().clamp(0, 255).to(torch.uint8)
+
+
+def held_out_folder(root: str | Path) -> Path | None:
+    """The held-out images of an image folder: a folder `test` beside a root named `train` with the
+    same class subfolders (CIFAR-10's layout here: cifar10/train and cifar10/test), else None."""
+    root = Path(root)
+    test = root.parent / "test"
+    if root.name != "train" or not test.is_dir() or not root.is_dir():
+        return None
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+    return test if sorted(p.name for p in test.iterdir() if p.is_dir()) == classes else None
 
 
 def _load_image_folder(
@@ -374,7 +386,9 @@ def make_loader(
 ) -> Loader:
     """Build the loader a main script's `dataset_kwargs` describe (keyword names = its keys).
 
-    For the test split (`train=False`) `max_samples` does not apply and the order is fixed.
+    For the test split (`train=False`) `max_samples` does not apply and the order is fixed; an
+    image_folder's test split is its `held_out_folder`, or, where it has none, its own images (with
+    `max_samples`).
     `in_memory`: True keeps the decoded images on the training device (InMemoryLoader); False reads
     batches through a DataLoader (DatasetLoader: for an image_folder it decodes the files per batch,
     for a built-in data set it copies batches from host memory); "auto" holds them in memory when
@@ -385,7 +399,10 @@ def make_loader(
     require(num_workers >= 0, f"num_workers must be 0 or more, got {num_workers}")
     require(in_memory in (True, False, "auto"), f"in_memory must be True, False or 'auto', got {in_memory!r}")
     classes = as_class_list(classes)
-    if not train and dataset_type != "image_folder":
+    held_out = held_out_folder(root) if not train and dataset_type == "image_folder" else None
+    if held_out is not None:
+        root = str(held_out)
+    if not train and (dataset_type != "image_folder" or held_out is not None):
         max_samples = None
     shuffle = shuffle and train
     if dataset_type == "image_folder":

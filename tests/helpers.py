@@ -75,11 +75,11 @@ def folder_image(cls: str, rng: np.random.Generator) -> Image.Image:
     return Image.fromarray(pixels, "RGB")
 
 
-def write_image_folder(root: Path) -> None:
-    rng = np.random.default_rng(0)
+def write_image_folder(root: Path, per_class: int = FOLDER_PER_CLASS, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
     for cls in FOLDER_CLASSES:
         (root / cls).mkdir(parents=True)
-        for i in range(FOLDER_PER_CLASS):
+        for i in range(per_class):
             folder_image(cls, rng).save(root / cls / f"{i}.jpg", quality=95)
 
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import datasets
-from datasets import DatasetLoader, InMemoryLoader, fit_to_shape, load_images, make_loader
-from helpers import FOLDER_CLASSES, FOLDER_PER_CLASS, N_TEST, N_TRAIN
+from datasets import DatasetLoader, InMemoryLoader, fit_to_shape, held_out_folder, load_images, make_loader
+from helpers import FOLDER_CLASSES, FOLDER_PER_CLASS, N_TEST, N_TRAIN, write_image_folder
 from utils import UserError
 
 # ---------------------------------------------------------------------------- MNIST from IDX files
@@ -117,6 +117,30 @@ def test_image_folder_errors(image_folder: Path, tmp_path: Path) -> None:
         load_images("image_folder", str(tmp_path / "empty"), image_shape=(3, 8, 8))
     with pytest.raises(UserError, match="unknown class 'cat'"):
         load_images("image_folder", str(image_folder), image_shape=(3, 8, 8), classes=["cat"])
+
+
+def test_image_folder_test_split_is_the_test_folder_beside_train(tmp_path: Path) -> None:
+    train, test = tmp_path / "data" / "train", tmp_path / "data" / "test"
+    write_image_folder(train, per_class=4, seed=0)
+    write_image_folder(test, per_class=2, seed=1)
+    assert held_out_folder(train) == test and held_out_folder(str(train)) == test
+    test_images, test_labels = load_images("image_folder", str(test), image_shape=(3, 8, 8))
+    images, labels = load_images("image_folder", str(train), train=False, image_shape=(3, 8, 8))
+    assert torch.equal(images, test_images) and torch.equal(labels, test_labels)
+    # The test split is the whole test folder, in file order, whatever max_samples says of the training set.
+    loader = make_loader((3, 8, 8), "cpu", 0, False, dataset_type="image_folder", root=str(train), max_samples=3)
+    assert torch.equal(loader.images, test_images) and len(loader.order(0)) == len(test_images)
+    assert loader.order(0).tolist() == list(range(len(test_images)))
+
+
+def test_image_folder_without_a_test_folder_tests_on_its_own_images(image_folder: Path, tmp_path: Path) -> None:
+    assert held_out_folder(image_folder) is None  # not named train
+    write_image_folder(tmp_path / "train")
+    (tmp_path / "test" / FOLDER_CLASSES[0]).mkdir(parents=True)  # other classes than train's: not its test split
+    assert held_out_folder(tmp_path / "train") is None
+    images, _ = load_images("image_folder", str(tmp_path / "train"), train=True, image_shape=(3, 8, 8))
+    test_images, _ = load_images("image_folder", str(tmp_path / "train"), train=False, image_shape=(3, 8, 8))
+    assert torch.equal(images, test_images)
 
 
 def test_unknown_dataset_type() -> None:

@@ -12,7 +12,17 @@ import torch
 from PIL import Image
 
 import trainers.base
-from helpers import GAN_COLUMNS, VAE_COLUMNS, Tiny, read_csv, state_dicts_equal, weights
+from datasets import load_images
+from helpers import (
+    FOLDER_CLASSES,
+    GAN_COLUMNS,
+    VAE_COLUMNS,
+    Tiny,
+    read_csv,
+    state_dicts_equal,
+    weights,
+    write_image_folder,
+)
 from models import VAE, DCGANDiscriminator, DCGANGenerator, FCDiscriminator, FCGenerator
 from trainers import train_gan, train_vae
 from utils import load_model
@@ -240,3 +250,20 @@ def test_vae_grids_with_fewer_than_32_images(tiny: Tiny, tmp_path: Path) -> None
     train_vae(VAE, *tiny.vae(tmp_path, dataset, {"image_size": 64}, num_epochs=1))
     with Image.open(tmp_path / "reconstruction_epoch_1.png") as image:
         assert image.size == (5 * 10 + 2, 2 * 10 + 2)  # 8x8 tiles with 2-pixel padding
+
+
+def test_vae_on_an_image_folder_tests_on_its_test_folder(tiny: Tiny, tmp_path: Path, capsys) -> None:
+    """train/ with a test/ beside it: test_loss is the test images' loss; without: the training images', with a note."""
+    write_image_folder(tmp_path / "data" / "train", per_class=4, seed=0)
+    write_image_folder(tmp_path / "data" / "test", per_class=2, seed=1)
+    dataset = {"dataset_type": "image_folder", "root": str(tmp_path / "data" / "train"), "batch_size": 4}
+    run = train_vae(VAE, *tiny.vae(tmp_path / "split", dataset, {"image_size": 64}, num_epochs=1))
+    assert len(run.test_loader.images) == 2 * len(FOLDER_CLASSES) and "note: test_loss" not in capsys.readouterr().out
+    # The same images as the test folder, read on their own:
+    test_images, _ = load_images("image_folder", str(tmp_path / "data" / "test"), image_shape=(1, 8, 8))
+    assert torch.equal(run.test_loader.images.cpu(), test_images)
+
+    dataset["root"] = str(tiny.folder_root)
+    run = train_vae(VAE, *tiny.vae(tmp_path / "no_split", dataset, {"image_size": 64}, num_epochs=1))
+    assert len(run.test_loader.images) == len(run.loader.labels)
+    assert "note: test_loss is measured on the training images" in capsys.readouterr().out

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from datasets import load_images, to_float
+from datasets import held_out_folder, load_images, to_float
 from models import SmallCNN
 from utils import UserError, load_model, require, save_model
 
@@ -88,8 +88,8 @@ def data_source(dataset: dict, cache_dir: str | Path | None = None) -> DataSourc
     names = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
     if tuple(names) != CIFAR10_CLASSES:
         raise Unsupported(f"the image folder '{root}' does not hold CIFAR-10's ten classes")
-    test_root = root.parent / "test"
-    if root.name != "train" or not test_root.is_dir():
+    test_root = held_out_folder(root)
+    if test_root is None:
         raise Unsupported(f"the image folder '{root}' has no test split beside it (a train/ and a test/ folder)")
     cache = Path(cache_dir or default_cache_dir(root.parent))
     return DataSource("cifar10", "image_folder", str(root), str(test_root), cache)

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torchvision.utils import save_image
 
-from datasets import Loader, make_loader
+from datasets import Loader, held_out_folder, make_loader
 from trainers import distributed
 from trainers.base import Trainer
 from trainers.setup import prepare_run
@@ -168,8 +168,12 @@ def _train_vae(
     )
     vae = models["vae"]
     loader = make_loader(vae.image_shape, device, trainer["seed"], True, **dataset)
-    if dataset["dataset_type"] == "image_folder":  # no test split: the training images, in file order
-        test_loader = loader.in_file_order(1000)
+    if dataset["dataset_type"] == "image_folder" and held_out_folder(dataset["root"]) is None:
+        print(
+            f"note: test_loss is measured on the training images: '{dataset['root']}' has no test split (a folder "
+            "named train with a test folder of the same classes beside it)"
+        )
+        test_loader = loader.in_file_order(1000)  # the images already decoded
     else:
         test_loader = make_loader(vae.image_shape, device, trainer["seed"], False, **{**dataset, "batch_size": 1000})
     config = {"vae": vae.config, "dataset": dataset, "trainer": trainer}
