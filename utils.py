@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import difflib
 import inspect
+import json
 import os
 import random
 import re
@@ -13,9 +15,9 @@ import sys
 import tempfile
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -199,19 +201,39 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # also seeds every CUDA device
 
 
-def atomic_save(obj: Any, path: str | Path) -> None:
-    """torch.save that never leaves a torn file: write a temp file beside it, fsync, rename."""
+@contextlib.contextmanager
+def atomic_file(path: str | Path, mode: str = "w") -> Iterator[IO]:
+    """Open a file to write `path` with: a temp file beside it, fsynced and renamed over `path` when
+    the block ends without error. A crash never leaves a torn file: `path` is the old one or the new."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+        with os.fdopen(fd, mode, newline=None if "b" in mode else "") as f:  # "": csv writes its own line ends
+            os.chmod(tmp, 0o666 & ~_umask())  # as open() would make it: mkstemp's 0600 hides it from colleagues
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_save(obj: Any, path: str | Path) -> None:
+    """torch.save that never leaves a torn file (`atomic_file`)."""
+    with atomic_file(path, "wb") as f:
+        torch.save(obj, f)
+
+
+def write_json(data: Any, path: str | Path) -> None:
+    with atomic_file(path) as f:
+        f.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
 # ---------------------------------------------------------------------------- self-describing weights

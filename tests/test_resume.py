@@ -3,6 +3,7 @@ checkpoints, non-finite losses and extending a finished run."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -31,7 +32,7 @@ from helpers import (
 )
 from models import DCGANDiscriminator, DCGANGenerator
 from trainers import GANTrainer, VAETrainer, train_gan
-from utils import UserError
+from utils import UserError, atomic_file, write_json
 
 LOSS_COLUMNS = {"gan": ["d_loss", "g_loss", "d_real", "d_fake"], "vae": ["loss", "test_loss", "kl"]}
 
@@ -165,6 +166,36 @@ def test_damaged_checkpoint_is_a_clear_error_and_is_kept(damage, tiny: Tiny, tmp
     assert f"checkpoint '{path}'" in message and "\n" not in message
     assert re.search(r"cannot read|not a training checkpoint", message)
     assert _snapshot(tmp_path) == before  # nothing replaced, nothing added
+
+
+def test_a_crash_while_writing_a_file_leaves_the_old_one(tmp_path: Path) -> None:
+    path = tmp_path / "metrics.json"
+    write_json({"epoch": 1}, path)
+    with pytest.raises(KeyboardInterrupt), atomic_file(path) as f:
+        f.write('{"epoch": 2, "metr')
+        raise KeyboardInterrupt  # Ctrl-C, or any error, half-way through
+    assert json.loads(path.read_text()) == {"epoch": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]  # no temp file left behind
+    mask = os.umask(0o022)
+    try:
+        write_json({"epoch": 2}, path)
+    finally:
+        os.umask(mask)
+    assert json.loads(path.read_text()) == {"epoch": 2} and path.stat().st_mode & 0o777 == 0o644
+
+
+def test_a_crash_while_logging_keeps_the_last_complete_logs(tiny: Tiny, tmp_path: Path, monkeypatch) -> None:
+    tiny.train("gan", tmp_path, num_epochs=1)
+    good = _snapshot(tmp_path)
+
+    def crash(self, rows):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(csv.DictWriter, "writerows", crash)
+    with pytest.raises(OSError, match="disk full"):
+        tiny.train("gan", tmp_path, num_epochs=2)
+    assert _snapshot(tmp_path)["losses.csv"] == good["losses.csv"]
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
 # ---------------------------------------------------------------------------- non-finite losses

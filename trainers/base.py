@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import math
 import random
 import signal
@@ -24,7 +23,17 @@ from tqdm import tqdm  # noqa: E402
 from datasets import Loader  # noqa: E402
 from trainers import distributed  # noqa: E402
 from trainers.metrics import GeneratorEvaluator, make_generator_evaluator  # noqa: E402
-from utils import UserError, atomic_save, load_state, read_checkpoint, require, save_model, seed_everything  # noqa: E402
+from utils import (  # noqa: E402
+    UserError,
+    atomic_file,
+    atomic_save,
+    load_state,
+    read_checkpoint,
+    require,
+    save_model,
+    seed_everything,
+    write_json,
+)
 
 # Keys that may change between a run and its resumption; any other change is a different run.
 RESUMABLE_CHANGES = {
@@ -294,20 +303,20 @@ class Trainer:
             return
         self.metrics.append({"epoch": epoch, **metrics, "seconds": round(time.perf_counter() - began, 2)})
         names = list(dict.fromkeys(k for row in self.metrics for k in row))
-        with open(self.output_dir / "metrics.csv", "w", newline="") as f:
+        with atomic_file(self.output_dir / "metrics.csv") as f:
             writer = csv.DictWriter(f, fieldnames=names)
             writer.writeheader()
             writer.writerows(self.metrics)
         classifier = self.evaluator.record if self.evaluator else None
         summary = {"epoch": epoch, "num_epochs": self.num_epochs, "metrics": metrics, "classifier": classifier}
-        (self.output_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+        write_json(summary, self.output_dir / "metrics.json")
         print(f"metrics after epoch {epoch}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
 
     # ------------------------------------------------------------------ logs
 
     def _write_logs(self, final: bool) -> None:
         names = list(dict.fromkeys(k for row in self.history for k in row))
-        with open(self.output_dir / "losses.csv", "w", newline="") as f:
+        with atomic_file(self.output_dir / "losses.csv") as f:
             writer = csv.DictWriter(f, fieldnames=names)
             writer.writeheader()
             writer.writerows(self.history)
@@ -333,7 +342,8 @@ class Trainer:
             self._plot_metrics(axes[0][-1])
         fig.suptitle(f"{self.output_dir.name}: {self.epoch} of {self.num_epochs} epochs")
         fig.tight_layout()
-        fig.savefig(self.output_dir / f"train_loss_curve_{self.num_epochs}.png", dpi=100)
+        with atomic_file(self.output_dir / f"train_loss_curve_{self.num_epochs}.png", "wb") as f:
+            fig.savefig(f, format="png", dpi=100)
         plt.close(fig)
 
     def _plot_metrics(self, ax: plt.Axes) -> None:
@@ -399,7 +409,7 @@ class Trainer:
             },
             self.checkpoint_path,
         )
-        (self.output_dir / "config.json").write_text(json.dumps(self.config, indent=2, default=str) + "\n")
+        write_json(self.config, self.output_dir / "config.json")
 
     def _resume(self) -> None:
         if self.resume is False:

@@ -12,7 +12,6 @@ A cached file is reused only if it was trained on the same kind of data with the
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import stat
@@ -26,7 +25,7 @@ import torch.nn.functional as F
 
 from datasets import held_out_folder, load_images, to_float
 from models import SmallCNN
-from utils import UserError, load_model, require, save_model
+from utils import UserError, load_model, require, save_model, write_json
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
@@ -178,7 +177,7 @@ def _write_cache(model: SmallCNN, record: dict, path: Path) -> bool:
     except OSError:
         return False
     save_model(model, path, **record)
-    path.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
+    write_json(record, path.with_suffix(".json"))
     return True
 
 
