@@ -8,6 +8,7 @@ import math
 import types
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
@@ -26,6 +27,7 @@ from helpers import (
 )
 from models import VAE, DCGANDiscriminator, DCGANGenerator, FCDiscriminator, FCGenerator, SmallCNN
 from trainers import train_gan, train_vae
+from trainers.base import Trainer
 from trainers.classifier import CIFAR10_CLASSES, Unsupported, data_source, default_cache_dir, get_classifier
 from trainers.metrics import (
     GENERATOR_METRICS,
@@ -299,3 +301,19 @@ def test_quality_benchmark_tabulates_runs_and_the_real_reference(mnist, tmp_path
     assert [row["run"] for row in rows] == ["gan", "vae", "real data"]
     assert rows[-1]["metrics"]["frechet_distance"] < rows[0]["metrics"]["frechet_distance"]
     assert (tmp_path / "gan" / "metrics.json").is_file()
+
+
+@pytest.mark.parametrize("rows", [1, 3])
+def test_metrics_panel_labels_carry_the_latest_values(rows: int) -> None:
+    """After a default run (eval_every None) the panel has one point: its legend still gives the numbers."""
+    metrics = [
+        {"epoch": 10 * (i + 1), "frechet_distance": 90.0 - i, "precision": 0.5, "recall": 0.25} for i in range(rows)
+    ]
+    fake = types.SimpleNamespace(metrics=metrics, metric_panel=Trainer.metric_panel)
+    fig, ax = plt.subplots()
+    try:
+        Trainer._plot_metrics(fake, ax)
+        legend = [text.get_text() for axis in fig.axes if axis.get_legend() for text in axis.get_legend().get_texts()]
+    finally:
+        plt.close(fig)
+    assert legend == [f"frechet_distance {91 - rows:g}", "precision 0.5", "recall 0.25"]

@@ -350,12 +350,15 @@ class Trainer:
         epochs = [row["epoch"] for row in self.metrics]
         left = next((k for k in self.metric_panel[0] if k in self.metrics[-1]), None)
         right = [k for k in self.metric_panel[1] if k in self.metrics[-1]]
+        latest = self.metrics[-1]  # its values go in the legend: the panel's one point after a default run
         if left:
-            ax.plot(epochs, [row.get(left, math.nan) for row in self.metrics], "o-", color="black", label=left)
+            values = [row.get(left, math.nan) for row in self.metrics]
+            ax.plot(epochs, values, "o-", color="black", label=f"{left} {latest[left]:.4g}")
             ax.set_ylabel(left)
         twin = ax.twinx() if left and right else ax
         for name in right:
-            twin.plot(epochs, [row.get(name, math.nan) for row in self.metrics], "s--", label=name)
+            values = [row.get(name, math.nan) for row in self.metrics]
+            twin.plot(epochs, values, "s--", label=f"{name} {latest[name]:.3g}")
         if right:
             twin.set_ylim(0, 1.05)
         lines = ax.get_lines() + (twin.get_lines() if twin is not ax else [])
