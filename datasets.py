@@ -400,10 +400,8 @@ def make_loader(
     require(in_memory in (True, False, "auto"), f"in_memory must be True, False or 'auto', got {in_memory!r}")
     classes = as_class_list(classes)
     held_out = held_out_folder(root) if not train and dataset_type == "image_folder" else None
-    if held_out is not None:
-        root = str(held_out)
-    if not train and (dataset_type != "image_folder" or held_out is not None):
-        max_samples = None
+    if not train and (dataset_type != "image_folder" or held_out):  # a real test split: all of it
+        root, max_samples = str(held_out or root), None
     shuffle = shuffle and train
     if dataset_type == "image_folder":
         dataset, labels = image_folder_dataset(root, image_shape, max_samples, classes)
