@@ -5,15 +5,15 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 
 class VAE(nn.Module):
     """Encoder -> (mu, log-variance) -> reparameterised z -> decoder -> pixel probabilities.
 
-    One interface for every use: `encode`, `decode`, `sample`, `reconstruct`, and `loss`,
-    which returns its named terms (per image, in nats).
+    One interface for every use: `encode`, `decode`, `sample`, `reconstruct`, and `forward`, the
+    ELBO's stochastic pass (one z ~ q(z|x) per image, in training and evaluation alike). The
+    objective and the likelihood estimates are in trainers/objectives.py.
     """
 
     def __init__(
@@ -60,17 +60,9 @@ class VAE(nn.Module):
         return torch.sigmoid(self.decode_logits(z))
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """x -> q(z|x)'s mean and log-variance, and the logits of p(x|z) at one sampled z."""
         mu, logvar = self.encode(x)
-        z = self.reparameterize(mu, logvar) if self.training else mu
-        return {"logits": self.decode_logits(z), "mu": mu, "logvar": logvar}
-
-    def loss(self, x: torch.Tensor, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Negative ELBO per image: BCE summed over pixels + KL(q(z|x) || N(0, I)), batch-averaged."""
-        x = x.flatten(1)
-        reconstruction = F.binary_cross_entropy_with_logits(out["logits"], x, reduction="sum") / len(x)
-        mu, logvar = out["mu"], out["logvar"]
-        kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp()) / len(x)
-        return {"loss": reconstruction + kl, "reconstruction": reconstruction, "kl": kl}
+        return {"logits": self.decode_logits(self.reparameterize(mu, logvar)), "mu": mu, "logvar": logvar}
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """Images -> reconstructions from the mean latent, pixels in [0, 1], flat."""

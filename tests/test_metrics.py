@@ -239,15 +239,20 @@ def test_metrics_leave_training_alone_and_resume_without_duplicates(tiny: Tiny, 
     assert [int(r["epoch"]) for r in read_csv(tmp_path / "plain" / "metrics.csv")[1]] == [3]
 
 
-def test_vae_metrics_are_its_test_elbo_and_sample_metrics(tiny: Tiny, tmp_path: Path) -> None:
-    run = train_vae(VAE, *tiny.vae(tmp_path, num_epochs=2))
+def test_vae_metrics_are_its_test_elbo_likelihood_and_sample_metrics(tiny: Tiny, tmp_path: Path) -> None:
+    run = train_vae(VAE, *tiny.vae(tmp_path, num_epochs=2, iw_samples=50))
     names, rows = read_csv(tmp_path / "metrics.csv")
-    assert names == ["epoch", "neg_elbo", "reconstruction_bce", "kl", *GENERATOR_METRICS, "seconds"]
+    assert names == ["epoch", "neg_elbo", "reconstruction_bce", "kl", "test_nll_iw", *GENERATOR_METRICS, "seconds"]
     last = run.history[-1]
     assert float(rows[-1]["neg_elbo"]) == pytest.approx(last["test_loss"], rel=1e-6)
     assert float(rows[-1]["neg_elbo"]) == pytest.approx(
         float(rows[-1]["reconstruction_bce"]) + float(rows[-1]["kl"]), rel=1e-5
     )
+    assert float(rows[-1]["test_nll_iw"]) < float(rows[-1]["neg_elbo"])  # a tighter bound
+    summary = json.loads((tmp_path / "metrics.json").read_text())
+    assert summary["protocol"]["iw_samples"] == 50 and "50 samples" in summary["protocol"]["test_nll_iw"]
+    # The test -ELBO samples z like training: the same model scored with the mean latent instead is another number.
+    assert last["test_reconstruction_at_mu"] != pytest.approx(last["test_reconstruction"], rel=1e-3)
 
 
 def _write_folder(root: Path, classes: tuple[str, ...], per_class: int) -> Path:
@@ -269,7 +274,7 @@ def test_data_without_a_classifier_skips_generator_metrics_with_a_note(tiny: Tin
     dataset = {"dataset_type": "image_folder", "root": str(folder), "batch_size": 8, "normalize": False}
     train_vae(VAE, model, dataset, {"num_epochs": 1, "output_dir": str(tmp_path / "vae"), "device": "cpu"})
     names, _ = read_csv(tmp_path / "vae" / "metrics.csv")
-    assert names == ["epoch", "neg_elbo", "reconstruction_bce", "kl", "seconds"]  # the ELBO always works
+    assert names == ["epoch", "neg_elbo", "reconstruction_bce", "kl", "test_nll_iw", "seconds"]  # always there
 
 
 def test_a_classifier_that_cannot_be_trained_skips_generator_metrics(tiny: Tiny, tmp_path: Path, capsys) -> None:

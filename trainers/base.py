@@ -45,6 +45,7 @@ RESUMABLE_CHANGES = {
     "num_workers",
     "root",
     "eval_every",
+    "iw_samples",
 }
 RESUMABLE_CHANGES |= {"in_memory", "num_threads", "channels_last", "compile", "cuda_graphs"}  # speed only
 RESUMABLE_CHANGES |= {"sync_batchnorm"}  # distributed runs only; older checkpoints lack the key
@@ -157,6 +158,10 @@ class Trainer:
 
     def compute_metrics(self) -> dict[str, float]:
         """Quality metrics for metrics.csv, every `eval_every` epochs; none by default."""
+        return {}
+
+    def metrics_protocol(self) -> dict:
+        """How each metric was estimated (estimator, sample and image counts), for metrics.json."""
         return {}
 
     def generator_metrics(
@@ -308,7 +313,13 @@ class Trainer:
             writer.writeheader()
             writer.writerows(self.metrics)
         classifier = self.evaluator.record if self.evaluator else None
-        summary = {"epoch": epoch, "num_epochs": self.num_epochs, "metrics": metrics, "classifier": classifier}
+        summary = {
+            "epoch": epoch,
+            "num_epochs": self.num_epochs,
+            "metrics": metrics,
+            "protocol": self.metrics_protocol(),
+            "classifier": classifier,
+        }
         write_json(summary, self.output_dir / "metrics.json")
         print(f"metrics after epoch {epoch}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
 

@@ -1,4 +1,4 @@
-"""Training for the VAE: negative ELBO per batch, test-set ELBO every epoch."""
+"""Training for the VAE: negative ELBO per batch, the test set's every epoch, its likelihood at evaluations."""
 
 from __future__ import annotations
 
@@ -11,20 +11,29 @@ from torchvision.utils import save_image
 from datasets import Loader, held_out_folder, make_loader
 from trainers import distributed
 from trainers.base import Trainer
+from trainers.objectives import vae_importance_weighted_nll, vae_negative_elbo
 from trainers.setup import prepare_run
 from trainers.speed import Speed
 from utils import pick_device, require
 
 
 class VAETrainer(Trainer):
-    """Minimises reconstruction BCE + KL (Kingma & Welling, 2014) with Adam.
+    """Minimises the negative ELBO, reconstruction BCE + KL (Kingma & Welling, 2014), with Adam.
 
     Every epoch it also measures the same loss on the test split (`test_loss`, nats per image),
-    the number to compare runs by. `num_threads`, `cuda_graphs`, `amp`, `channels_last` and
-    `compile` are speed settings (trainers/speed.py); the test loss is always computed in float32.
+    sampling z ~ q(z|x) as training does (its own seeded RNG, so the number repeats), and the
+    reconstruction BCE of the mean latent (`test_reconstruction_at_mu`, what the anomaly script
+    scores by default). At evaluations (`eval_every`, and after the last epoch) it estimates
+    -log p(x) with `iw_samples` importance samples per test image (`test_nll_iw`).
+    `num_threads`, `cuda_graphs`, `amp`, `channels_last` and `compile` are speed settings
+    (trainers/speed.py); the test numbers are always computed in float32.
     """
 
-    curve_panels = (("loss", "test_loss"), ("reconstruction", "test_reconstruction"), ("kl", "test_kl"))
+    curve_panels = (
+        ("loss", "test_loss"),
+        ("reconstruction", "test_reconstruction", "test_reconstruction_at_mu"),
+        ("kl", "test_kl"),
+    )
 
     def __init__(
         self,
@@ -41,12 +50,14 @@ class VAETrainer(Trainer):
         sample_every: int = 10,
         resume: bool | str = "auto",
         eval_every: int | None = None,
+        iw_samples: int = 1000,
         num_threads: int | str = "auto",
         amp: bool = False,
         channels_last: bool = False,
         compile: bool = False,
         cuda_graphs: bool = True,
     ) -> None:
+        require(iw_samples >= 1, f"trainer_kwargs['iw_samples'] must be 1 or more, got {iw_samples}")
         device = pick_device(device)
         vae.to(device)
         self.speed = Speed(
@@ -72,7 +83,7 @@ class VAETrainer(Trainer):
             resume=resume,
             eval_every=eval_every,
         )
-        self.vae, self.test_loader = vae, test_loader
+        self.vae, self.test_loader, self.iw_samples = vae, test_loader, iw_samples
         self.fixed_noise = self.make_fixed_noise(vae.latent_dim)
         self.call_vae = self.speed.compiled(distributed.wrap(vae))  # under torchrun: DDP averages the gradients
         self.run_step = self.speed.step(self.train_step, self.optimizers.values())
@@ -81,7 +92,8 @@ class VAETrainer(Trainer):
         x = self.speed.batch(x)
         with self.speed.autocast():
             out = self.call_vae(x)
-        terms = self.vae.loss(x, {name: value.float() for name, value in out.items()})
+        per_image = vae_negative_elbo(x, **{name: value.float() for name, value in out.items()})
+        terms = {name: value.mean() for name, value in per_image.items()}
         self.optimizers["vae"].zero_grad(set_to_none=True)
         terms["loss"].backward()
         self.optimizers["vae"].step()
@@ -89,33 +101,59 @@ class VAETrainer(Trainer):
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Test-set loss terms per image. Its own seeded RNG: the number is repeatable and
-        training's random stream is left as it was."""
+        """Test-set -ELBO and its terms per image, with one z ~ q(z|x) per image as in training, and the
+        reconstruction BCE of the mean latent. Its own seeded RNG: the numbers repeat, and training's
+        random stream is left as it was."""
         self.vae.eval()
         totals: dict[str, float] = {}
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             torch.manual_seed(self.seed)
             for x in self.test_loader.batches(0):
-                terms = self.vae.loss(x, self.vae(x))
+                out = self.vae(x)
+                terms = vae_negative_elbo(x, **out)
+                terms["reconstruction_at_mu"] = vae_negative_elbo(
+                    x, self.vae.decode_logits(out["mu"]), out["mu"], out["logvar"]
+                )["reconstruction"]
                 for name, value in terms.items():
-                    totals[name] = totals.get(name, 0.0) + value.item() * len(x)
+                    totals[name] = totals.get(name, 0.0) + value.sum().item()
         self.vae.train()
         count = len(self.test_loader.images)
         return {f"test_{name}": total / count for name, total in totals.items()}
 
+    @torch.no_grad()
+    def test_nll_iw(self) -> float:
+        """-log p(x) per test image, importance-weighted with `iw_samples` samples (seeded)."""
+        generator = torch.Generator(self.device).manual_seed(self.seed)
+        total = sum(
+            vae_importance_weighted_nll(self.vae, x, self.iw_samples, generator).sum().item()
+            for x in self.test_loader.batches(0)
+        )
+        return total / len(self.test_loader.images)
+
     def compute_metrics(self) -> dict[str, float]:
-        """Test-set negative ELBO and its two terms (nats per image, from this epoch's `evaluate`), then the
-        classifier-based metrics of the VAE's samples where the data set has a classifier."""
+        """Test-set negative ELBO and its two terms (nats per image, from this epoch's `evaluate`), the
+        importance-weighted -log p(x), then the classifier-based metrics of the VAE's samples where the data
+        set has a classifier."""
         row = self.history[-1]
         metrics = {"neg_elbo": row["test_loss"], "reconstruction_bce": row["test_reconstruction"], "kl": row["test_kl"]}
         self.vae.eval()
         try:
+            metrics["test_nll_iw"] = self.test_nll_iw()
             sample = self.generator_metrics(
                 lambda z: self.vae.decode(z).view(-1, *self.vae.image_shape), self.vae.latent_dim, self.vae.image_shape
             )
         finally:
             self.vae.train()
         return {**metrics, **sample}
+
+    def metrics_protocol(self) -> dict:
+        images = len(self.test_loader.images)
+        return {
+            "neg_elbo": f"one z ~ q(z|x) per test image (seed {self.seed}), {images} test images",
+            "test_nll_iw": f"importance-weighted -log p(x) (Burda et al., 2016), {self.iw_samples} samples "
+            f"from q(z|x) per test image (seed {self.seed}), {images} test images",
+            "iw_samples": self.iw_samples,
+        }
 
     @torch.no_grad()
     def save_samples(self, epoch: int) -> None:
