@@ -1,19 +1,26 @@
-"""Anomaly detection with a trained VAE: images it reconstructs badly are flagged as anomalies.
+"""Anomaly detection with a trained VAE: images the model finds unlikely are flagged as anomalies.
 
-The score of an image is its reconstruction error, the binary cross-entropy summed over its
-pixels (the reconstruction term of the VAE's loss), decoded from the mean latent. Normal
-images are clean test images; the anomalies are, by `anomaly`:
+The score of an image (nats, higher = more anomalous) is, by `score`:
+    reconstruction   the binary cross-entropy summed over its pixels between the image and its
+                     reconstruction from the mean latent (the SPEC's reconstruction error)
+    elbo             its negative ELBO: one z ~ q(z|x), as in training (reconstruction + KL)
+    nll              its -log p(x), importance-weighted with iw_samples samples (Burda et al., 2016)
+With subtract_pixel_entropy, each score less sum_i H(x_i), the binary entropy of the image's own
+grey levels: the floor of its BCE, which grows with the soft edges of its strokes. The
+reconstruction score then becomes the KL divergence of Bernoulli(x) from Bernoulli(reconstruction),
+and a simple image (a "1") no longer looks normal to a model of another digit just for being simple.
+Normal images are clean test images; the anomalies are, by `anomaly`:
     gaussian_noise   the same images plus N(0, noise_std^2) noise          (the default)
     salt_pepper      the same images with a fraction salt_pepper_amount of pixels set to 0 or 1
     patch            the same images with a patch_size x patch_size square set to patch_value
     classes          test images of the labels the VAE was not trained on (train one on some
                      digits only first: python main_vae.py --classes 1,7)
-Corrupted images are clipped to [0, 1]. An image is flagged when its error is above the
-`threshold_percentile` percentile of the normal images' errors. Writes, into output_dir:
-    reconstruction_error_distribution.png   histograms of the errors, normal vs anomalous
-    roc_curve.png                           ROC curve of the error as a score, with its AUROC
+Corrupted images are clipped to [0, 1]. An image is flagged when its score is above the
+`threshold_percentile` percentile of the normal images' scores. Writes, into output_dir:
+    reconstruction_error_distribution.png   histograms of the scores, normal vs anomalous
+    roc_curve.png                           ROC curve of the score, with its AUROC
     anomaly_examples.png                    rows: normal, its reconstruction, anomalous, its reconstruction
-    anomaly_scores.csv                      a row per scored image
+    anomaly_scores.csv                      a row per scored image (its score in column 'error')
     anomaly_summary.json                    AUROC, threshold, precision, recall and F1
 
 Set weights_path and output_dir below, or override them and any key of anomaly_kwargs from the
@@ -35,12 +42,12 @@ matplotlib.use("Agg")  # write files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score, roc_curve  # noqa: E402
 from torch import nn  # noqa: E402
 from torchvision.utils import save_image  # noqa: E402
 
 from datasets import as_class_list, load_test_images, to_float  # noqa: E402
+from trainers.objectives import pixel_entropy, vae_importance_weighted_nll, vae_negative_elbo  # noqa: E402
 from trainers.setup import check_output_dir  # noqa: E402
 from utils import (  # noqa: E402
     analysis_main,
@@ -57,11 +64,14 @@ output_dir = ""  # point to the output directory where the result is stored (emp
 
 anomaly_kwargs = {
     "anomaly": "gaussian_noise",  # gaussian_noise, salt_pepper, patch or classes
+    "score": "reconstruction",  # reconstruction (the SPEC's), elbo or nll (see above)
+    "iw_samples": 100,  # score nll: importance samples per image
+    "subtract_pixel_entropy": True,  # less each image's own pixel entropy (above); SPEC's BCE error: False
     "noise_std": 0.2,  # gaussian_noise: standard deviation, pixels being in [0, 1]
     "salt_pepper_amount": 0.1,  # salt_pepper: fraction of pixels set to 0 or 1
     "patch_size": 10,  # patch: side of the square, in pixels
     "patch_value": 0.0,  # patch: what the square is filled with (0 erases, 1 paints white)
-    "threshold_percentile": 95.0,  # flag images above this percentile of the normal images' errors
+    "threshold_percentile": 95.0,  # flag images above this percentile of the normal images' scores
     "num_images": None,  # score only the first N test images (None: all of them)
     "root": None,  # where the test images are; None = the root the VAE was trained with
     "seed": 0,  # draws the corruptions
@@ -71,6 +81,11 @@ anomaly_kwargs = {
 DEFAULT_WEIGHTS = "mnist_VAE/vae.pt"  # main_vae.py's output_dir
 CORRUPTIONS = ("gaussian_noise", "salt_pepper", "patch")
 ANOMALIES = (*CORRUPTIONS, "classes")
+SCORES = {
+    "reconstruction": "reconstruction error (BCE of the mean latent's decoding)",
+    "elbo": "negative ELBO (one z ~ q(z|x))",
+    "nll": "-log p(x), importance-weighted",
+}
 BATCH_SIZE = 1000
 # Which strength keys belong to which corruption (reported in the summary).
 _STRENGTH_PREFIX = {"gaussian_noise": "noise_", "salt_pepper": "salt_pepper_", "patch": "patch_"}
@@ -113,15 +128,32 @@ def corrupt(images: torch.Tensor, anomaly: str, generator: torch.Generator, **st
 
 
 @torch.no_grad()
-def reconstruction_errors(vae: nn.Module, images: torch.Tensor, device: torch.device) -> np.ndarray:
-    """Per-image BCE summed over pixels between images in [0, 1] and their reconstruction from mu."""
-    errors = []
+def anomaly_scores(
+    vae: nn.Module,
+    images: torch.Tensor,
+    score: str,
+    device: torch.device,
+    seed: int = 0,
+    iw_samples: int = 100,
+    subtract_pixel_entropy: bool = False,
+) -> np.ndarray:
+    """Per-image `score` (see the module's docstring) of images in [0, 1], in nats, from the VAE's own
+    objective code (trainers/objectives.py); z is drawn from a generator seeded with `seed`."""
+    generator = torch.Generator(device).manual_seed(seed)
+    scores = []
     for batch in images.split(BATCH_SIZE):
         x = batch.to(device).flatten(1)
-        logits = vae.decode_logits(vae.encode(x)[0])
-        # BCE on logits: the same number as BCELoss on sigmoid outputs, without its log(0) clamp.
-        errors.append(F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(1).cpu())
-    return torch.cat(errors).numpy().astype(np.float64)
+        if score == "nll":
+            value = vae_importance_weighted_nll(vae, x, iw_samples, generator)
+        else:
+            mu, logvar = vae.encode(x)
+            if score == "reconstruction":
+                value = vae_negative_elbo(x, vae.decode_logits(mu), mu, logvar)["reconstruction"]
+            else:
+                z = mu + torch.randn(mu.shape, generator=generator, device=device) * torch.exp(0.5 * logvar)
+                value = vae_negative_elbo(x, vae.decode_logits(z), mu, logvar)["loss"]
+        scores.append((value - pixel_entropy(x) if subtract_pixel_entropy else value).cpu())
+    return torch.cat(scores).numpy().astype(np.float64)
 
 
 def trained_labels(dataset: dict, root: str | None, image_shape: tuple[int, int, int], path: Path) -> set[int]:
@@ -163,9 +195,10 @@ def plot_histograms(
         # density: the two groups may differ in size (anomaly 'classes')
         ax.hist(errors[is_anomaly == flag], bins=bins, alpha=0.55, density=True, color=color, label=name)
     ax.axvline(summary["threshold"], color="black", ls="--", lw=1, label=f"threshold ({summary['threshold']:.1f})")
-    ax.set_xlabel("reconstruction error (BCE summed over pixels)")
+    less = " less the pixel entropy" if summary["subtract_pixel_entropy"] else ""
+    ax.set_xlabel(f"{SCORES[summary['score']]}{less}, nats")
     ax.set_ylabel("density")
-    ax.set_title(f"VAE reconstruction error per image (AUROC {summary['auroc']:.3f})")
+    ax.set_title(f"VAE anomaly score per image (AUROC {summary['auroc']:.3f})")
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -178,7 +211,7 @@ def plot_roc(errors: np.ndarray, is_anomaly: np.ndarray, summary: dict, path: Pa
     flagged = errors > summary["threshold"]
     point = (flagged[~is_anomaly].mean(), flagged[is_anomaly].mean())  # (FPR, TPR) at the threshold
     fig, ax = plt.subplots(figsize=(5, 5))
-    ax.plot(fpr, tpr, color="tab:red", label=f"VAE reconstruction error (AUROC {summary['auroc']:.3f})")
+    ax.plot(fpr, tpr, color="tab:red", label=f"VAE {summary['score']} score (AUROC {summary['auroc']:.3f})")
     ax.plot([0, 1], [0, 1], color="grey", ls=":", label="chance")
     ax.plot(*point, "ko", label=f"threshold: precision {summary['precision']:.2f}, recall {summary['recall']:.2f}")
     ax.set_xlabel("false positive rate")
@@ -209,6 +242,9 @@ def run_detection(
     output_dir: str,
     *,
     anomaly: str = "gaussian_noise",
+    score: str = "reconstruction",
+    iw_samples: int = 100,
+    subtract_pixel_entropy: bool = True,
     noise_std: float = 0.2,
     salt_pepper_amount: float = 0.1,
     patch_size: int = 10,
@@ -222,6 +258,8 @@ def run_detection(
     """Score normal and anomalous test images with the VAE in `weights_path`, write the plots,
     scores and summary into output_dir; returns the summary."""
     require(anomaly in ANOMALIES, f"unknown anomaly '{anomaly}': use one of {', '.join(ANOMALIES)}")
+    require(score in SCORES, f"unknown score '{score}': use one of {', '.join(SCORES)}")
+    require(iw_samples >= 1, f"iw_samples must be 1 or more, got {iw_samples}")
     require(noise_std >= 0, f"noise_std must be 0 or more, got {noise_std}")
     require(0 <= salt_pepper_amount <= 1, f"salt_pepper_amount must be in [0, 1], got {salt_pepper_amount}")
     require(0 <= patch_value <= 1, f"patch_value must be in [0, 1], got {patch_value}")
@@ -268,10 +306,13 @@ def run_detection(
         names = ("clean", anomaly.replace("_", " "))
         details = {k: v for k, v in strength.items() if k.startswith(_STRENGTH_PREFIX[anomaly])}
 
-    errors = reconstruction_errors(vae, scored, torch_device)
+    errors = anomaly_scores(vae, scored, score, torch_device, seed, iw_samples, subtract_pixel_entropy)
     summary = {
         "weights_path": str(path),
         "anomaly": anomaly,
+        "score": score,
+        **({"iw_samples": iw_samples} if score == "nll" else {}),
+        "subtract_pixel_entropy": subtract_pixel_entropy,
         **details,
         "num_normal": int((~is_anomaly).sum()),
         "num_anomalous": int(is_anomaly.sum()),
@@ -295,7 +336,7 @@ def run_detection(
     with open(folder / "anomaly_summary.json", "w") as f:
         json.dump(summary, f, indent=2)
 
-    print(f"VAE anomaly detection ({names[0]} vs {names[1]}), {path}:")
+    print(f"VAE anomaly detection ({names[0]} vs {names[1]}), score: {SCORES[score]}, {path}:")
     print(f"  images: {summary['num_normal']} normal, {summary['num_anomalous']} anomalous")
     print(f"  mean error: {summary['mean_error_normal']:.2f} normal, {summary['mean_error_anomalous']:.2f} anomalous")
     print(f"  AUROC {summary['auroc']:.4f}, threshold {summary['threshold']:.2f}")

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,7 +30,7 @@ import latent_space_vae as latent_map  # noqa: E402
 from helpers import DEVICE  # noqa: E402
 from models import VAE, DCGANDiscriminator, DCGANGenerator, FCDiscriminator, FCGenerator  # noqa: E402
 from trainers import train_gan, train_vae  # noqa: E402
-from utils import UserError  # noqa: E402
+from utils import UserError, load_model  # noqa: E402
 
 # ---------------------------------------------------------------------------- tiny data and models
 
@@ -291,6 +292,43 @@ def test_anomalies_of_held_out_classes(vae17_path: Path, tmp_path: Path) -> None
     for row in scores:
         assert int(row["anomaly"]) == (int(row["label"]) not in (1, 7))
     assert summary["num_normal"] == 20 and summary["num_anomalous"] == 80
+
+
+def test_each_score_is_the_models_own_objective(vae17_path: Path, tmp_path: Path) -> None:
+    """reconstruction: BCE of the mean latent's decoding; elbo: a sampled -ELBO; nll: importance-weighted and
+    below the -ELBO on average; the entropy correction subtracts exactly each image's pixel entropy."""
+    vae = load_model(vae17_path)
+    images = torch.rand(30, 1, 28, 28, generator=torch.Generator().manual_seed(0)) ** 3  # grey, mostly dark
+    x = images.flatten(1)
+
+    def scores(score: str, subtract: bool = False) -> np.ndarray:
+        return anomalies.anomaly_scores(vae, images, score, torch.device("cpu"), 0, 200, subtract)
+
+    with torch.no_grad():
+        expected = F.binary_cross_entropy(vae.reconstruct(x), x, reduction="none").sum(1).double().numpy()
+    assert np.allclose(scores("reconstruction"), expected, rtol=1e-4)
+    entropy = (-(x * x.clamp_min(1e-12).log() + (1 - x) * (1 - x).clamp_min(1e-12).log())).sum(1).double().numpy()
+    corrected = scores("reconstruction", True)
+    assert np.allclose(corrected, expected - entropy, rtol=1e-4, atol=1e-3)
+    assert (corrected > -1e-3).all()  # a KL divergence: the BCE never goes below the image's own entropy
+    elbo, nll = scores("elbo"), scores("nll")
+    assert np.array_equal(elbo, scores("elbo")) and np.array_equal(nll, scores("nll"))  # seeded
+    assert nll.mean() < elbo.mean()
+    assert not np.allclose(elbo, expected)  # sampled z, not the mean latent
+
+
+@pytest.mark.parametrize("score", ["reconstruction", "elbo", "nll"])
+def test_held_out_classes_by_each_score(vae17_path: Path, tmp_path: Path, score: str) -> None:
+    argv = ["--weights-path", str(vae17_path), "--output-dir", str(tmp_path), "--anomaly", "classes"]
+    summary = anomalies.main([*argv, "--score", score, "--iw-samples", "20", "--device", DEVICE])
+    assert summary["score"] == score and summary["subtract_pixel_entropy"] is True
+    assert ("iw_samples" in summary) == (score == "nll")
+    assert summary["auroc"] > 0.75  # after one epoch, a 1-and-7 model already finds the other fake digits unlikely
+
+
+def test_unknown_score_is_a_one_line_error(vae17_path: Path, tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="unknown score 'mse': use one of reconstruction, elbo, nll"):
+        anomalies.main(["--weights-path", str(vae17_path), "--output-dir", str(tmp_path), "--score", "mse"])
 
 
 def test_trained_labels_from_indices_and_names(mnist_root: Path) -> None:
