@@ -29,3 +29,23 @@ def test_speed_benchmark_prints_its_tables(
     assert rows[0].endswith("x |")  # the ratio column
     assert "| vae | 16 |" in out  # the SPEC's VAE batch, not the one main_vae.py ships
     assert "One full MNIST epoch of the FC GAN" in out
+
+
+def test_oneclass_benchmark_trains_each_class_and_prints_its_auroc_table(
+    mnist: types.SimpleNamespace, tmp_path: Path, capsys
+) -> None:
+    spec = importlib.util.spec_from_file_location("oneclass_benchmark", REPO / "benchmarks" / "oneclass.py")
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    argv = ["--root", str(mnist.root), "--datasets", "mnist", "--classes", "0,3", "--epochs", "1"]
+    results = benchmark.main([*argv, "--output-dir", str(tmp_path), "--device", "cpu"])
+    assert set(results["mnist"]) == {"0", "3"}
+    for row in results["mnist"].values():
+        assert set(row) == {"reconstruction", "elbo", "nll", "seconds"}
+        assert all(0 <= row[score] <= 100 for score in ("reconstruction", "elbo", "nll"))
+    out = capsys.readouterr().out
+    assert "| **mean** |" in out and "AUROC, score `nll`" in out
+    assert (tmp_path / "oneclass.md").read_text().count("\n| 3 |") == 1
+    # Each class is the user's flow: a VAE trained on that digit only, then the detection script's files.
+    assert (tmp_path / "mnist" / "3" / "vae.pt").is_file()
+    assert (tmp_path / "mnist" / "3" / "nll" / "anomaly_summary.json").is_file()
