@@ -118,8 +118,8 @@ def main(argv: list[str] | None = None) -> dict:
         for label in labels:
             model, dataset, trainer = run_configs(name, label, args)
             began = time.perf_counter()
-            with contextlib.redirect_stdout(io.StringIO()):
-                run = train_vae(VAE, model, dataset, trainer)
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                run = train_vae(VAE, model, dataset, trainer)  # quiet: its progress bars and epoch lines
             seconds = sum(row["seconds"] for row in run.history)
             rows[label] = {**score_class(Path(trainer["output_dir"]) / "vae.pt", run.output_dir, args)}
             rows[label]["seconds"] = seconds

@@ -1,0 +1,102 @@
+"""Draw samples from a trained generator (FC GAN or DCGAN) or VAE, for any tool to read.
+
+Latents z ~ N(0, I) from a generator seeded with `seed` (the same seed gives the same images on
+any device), decoded in batches of `batch_size`. Writes, into output_dir, by `format`:
+    png   000000.png, 000001.png, ...: one 8-bit image file per sample (the folder layout that
+          pytorch-fid, clean-fid and torch-fidelity read)
+    npz   samples.npz: `images`, uint8 (N, H, W, C) as those tools and the TF FID code expect
+Pixels are mapped to [0, 255] from the range the model was trained on (a GAN's tanh [-1, 1] on
+normalised data, a VAE's [0, 1]).
+
+Set weights_path and output_dir below, or override them and any key of generate_kwargs from
+the command line with dashes for underscores:
+    python generate.py --weights-path cifar10_GAN/generator.pt --num-samples 50000 --output-dir samples
+An empty weights_path reads mnist_GAN/generator.pt (what main_gan.py writes); an empty
+output_dir writes to a folder `samples` beside the weights file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from trainers.setup import check_output_dir
+from utils import analysis_main, load_trained, pick_device, require, resolve_weights, run_cli
+
+weights_path = ""  # point to the respective directory and .pt file (generator.pt or vae.pt)
+output_dir = ""  # where the samples are written (empty: a folder 'samples' beside the weights)
+
+generate_kwargs = {
+    "num_samples": 10000,  # images to draw (FID protocols: 10,000 or 50,000)
+    "batch_size": 500,  # latents decoded at once
+    "format": "png",  # png (one file per image) or npz (one samples.npz)
+    "seed": 0,  # draws the latents
+    "device": "auto",  # cuda, then mps, then cpu
+}
+
+DEFAULT_WEIGHTS = "mnist_GAN/generator.pt"  # main_gan.py's output_dir
+GENERATORS = ("FCGenerator", "DCGANGenerator", "VAE")
+FORMATS = ("png", "npz")
+
+
+@torch.no_grad()
+def sample_uint8(model: nn.Module, z: torch.Tensor, normalize: bool) -> np.ndarray:
+    """Latents (N, D) -> uint8 images (N, H, W, C) in the model's trained range mapped to [0, 255]."""
+    if hasattr(model, "decode"):  # VAE: sigmoid output, already in [0, 1]
+        images = model.decode(z)
+    else:  # GAN: tanh output in the range of the data it was trained on
+        images = model(z)
+        images = (images + 1) / 2 if normalize else images
+    images = images.clamp(0, 1).reshape(len(z), *model.image_shape)
+    return images.mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def run_generate(
+    weights_path: str,
+    output_dir: str,
+    *,
+    num_samples: int = 10000,
+    batch_size: int = 500,
+    format: str = "png",
+    seed: int = 0,
+    device: str = "auto",
+) -> Path:
+    """Write `num_samples` samples of the model in `weights_path`; returns the folder or the .npz file."""
+    require(format in FORMATS, f"unknown format '{format}': use {' or '.join(FORMATS)}")
+    require(num_samples > 0, f"num_samples must be positive, got {num_samples}")
+    require(batch_size > 0, f"batch_size must be positive, got {batch_size}")
+    path, _ = resolve_weights(weights_path, output_dir, DEFAULT_WEIGHTS, "a generator.pt or vae.pt")
+    folder = Path(output_dir) if output_dir else path.parent / "samples"
+    torch_device = pick_device(device)
+    model, dataset = load_trained(
+        path, torch_device, GENERATORS, "sampling", f"use the generator, {path.parent / 'generator.pt'}"
+    )
+    check_output_dir(str(folder))
+    normalize = dataset.get("normalize", True) and not hasattr(model, "decode")
+    rng = torch.Generator().manual_seed(seed)  # on the CPU: the same latents on every device
+    z = torch.randn(num_samples, model.latent_dim, generator=rng)
+    batches = [sample_uint8(model, chunk.to(torch_device), normalize) for chunk in z.split(batch_size)]
+    if format == "npz":
+        out = folder / "samples.npz"
+        np.savez_compressed(out, images=np.concatenate(batches))
+    else:
+        out, index = folder, 0
+        for batch in batches:
+            for image in batch:
+                Image.fromarray(image[..., 0] if image.shape[2] == 1 else image).save(folder / f"{index:06d}.png")
+                index += 1
+    print(f"{type(model).__name__} from {path}: {num_samples} samples (seed {seed}) written to {out}")
+    return out
+
+
+def main(argv: list[str] | None = None) -> Path:
+    paths = {"weights_path": weights_path, "output_dir": output_dir}
+    return analysis_main(__doc__, paths, "generate_kwargs", generate_kwargs, run_generate, argv)
+
+
+if __name__ == "__main__":
+    run_cli(main)
