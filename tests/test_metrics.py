@@ -322,3 +322,29 @@ def test_metrics_panel_labels_carry_the_latest_values(rows: int) -> None:
     finally:
         plt.close(fig)
     assert legend == [f"frechet_distance {91 - rows:g}", "precision 0.5", "recall 0.25"]
+
+
+def test_best_checkpoint_is_the_lowest_metric_so_far_and_survives_resume(
+    tiny: Tiny, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """generator_best.pt holds the generator of the evaluation with the lowest FD; a resumed run keeps
+    comparing against it; metrics.json names it and the end of the run says which epoch it was."""
+    distances = iter([5.0, 3.0, 4.0, 3.5, 2.0])
+    monkeypatch.setattr("trainers.gan.GANTrainer.compute_metrics", lambda self: {"frechet_distance": next(distances)})
+    out = tmp_path / "gan"
+    train_gan(FCGenerator, FCDiscriminator, *tiny.gan(out, num_epochs=3, eval_every=1))
+    checkpoint = torch.load(out / "generator_best.pt", weights_only=True)
+    assert checkpoint["meta"]["epoch"] == 2 and checkpoint["meta"]["best"] == {"frechet_distance": 3.0}
+    summary = json.loads((out / "metrics.json").read_text())
+    assert summary["best"]["epoch"] == 2 and summary["best"]["value"] == 3.0
+    assert "best frechet_distance 3 at epoch 2 of 3" in capsys.readouterr().out
+    generator_at_2 = torch.load(out / "generator_best.pt", weights_only=True)["state_dict"]
+
+    train_gan(FCGenerator, FCDiscriminator, *tiny.gan(out, num_epochs=4, eval_every=1))  # resumes: 3.5 > 3
+    best = torch.load(out / "generator_best.pt", weights_only=True)
+    assert best["meta"]["epoch"] == 2 and state_dicts_equal(best["state_dict"], generator_at_2)
+    train_gan(FCGenerator, FCDiscriminator, *tiny.gan(out, num_epochs=5, eval_every=1))  # 2.0: a new best
+    best = torch.load(out / "generator_best.pt", weights_only=True)
+    final = torch.load(out / "generator.pt", weights_only=True)
+    assert best["meta"]["epoch"] == 5 and state_dicts_equal(final["state_dict"], best["state_dict"])
+    assert json.loads((out / "metrics.json").read_text())["best"]["epoch"] == 5

@@ -77,6 +77,7 @@ def test_fc_gan_writes_everything(gan_run) -> None:
         "generator.pt",
         "discriminator.pt",
         "checkpoint.pt",
+        "generator_best.pt",  # the evaluation with the lowest FD: here the only one, after the last epoch
         "metrics.csv",  # quality metrics after the last epoch (trainers.metrics)
         "metrics.json",
         "config.json",
@@ -157,7 +158,7 @@ def test_vae_writes_everything(vae_run) -> None:
         _check_grid(out / f"generated_image_epoch_{epoch}.png", 28)
         with Image.open(out / f"reconstruction_epoch_{epoch}.png") as pairs:
             assert pairs.size == (GRID_SIDE[28], GRID_SIDE[28])  # 4 rows of originals + 4 of reconstructions
-    for name in ("train_loss_curve_2.png", "vae.pt", "checkpoint.pt"):
+    for name in ("train_loss_curve_2.png", "vae.pt", "checkpoint.pt", "vae_best.pt"):
         assert (out / name).is_file()
     _check_log(out, run.history, VAE_COLUMNS)
     for row in run.history:

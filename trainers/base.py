@@ -93,6 +93,8 @@ class Trainer:
     """
 
     curve_panels: tuple[tuple[str, ...], ...] = ()
+    # (metric, model): the evaluation with the lowest `metric` so far writes that model to {model}_best.pt.
+    best_by: tuple[str, str] | None = None
     # The metrics panel of the loss curve: the first of these on the left axis, the [0, 1] ones on the right.
     metric_panel: tuple[tuple[str, ...], tuple[str, ...]] = (("frechet_distance", "neg_elbo"), ("precision", "recall"))
     samples_per_grid = 64
@@ -128,6 +130,7 @@ class Trainer:
         self.history: list[dict] = []  # one row per finished epoch, as in losses.csv
         self.curve: list[dict] = []  # running means about 20 times per epoch, for the loss curve
         self.metrics: list[dict] = []  # one row per evaluation, as in metrics.csv
+        self.best: dict | None = None  # the evaluation of {model}_best.pt: epoch, metric, value
         self.evaluator: GeneratorEvaluator | None | bool = None  # built at the first evaluation; False: none
         self.seconds = 0.0  # training time of the current epoch
         self.last_plot = -math.inf  # time.monotonic() of the last loss-curve drawing
@@ -202,6 +205,12 @@ class Trainer:
                     distributed.barrier()  # no rank exits (and so makes torchrun end the others) before the save
                     sys.exit(128 + signum)
                 self._end_epoch(epoch)
+            if self.best is not None and distributed.is_main():
+                best = self.best
+                print(
+                    f"best {best['metric']} {best['value']:.4g} at epoch {best['epoch']} of {self.num_epochs}: "
+                    f"{self.output_dir / best['file']}"
+                )
         except NonFiniteLoss as error:
             kept = (
                 f"the checkpoint of epoch {self.epoch} is kept"
@@ -312,16 +321,31 @@ class Trainer:
             writer = csv.DictWriter(f, fieldnames=names)
             writer.writeheader()
             writer.writerows(self.metrics)
+        self._keep_best(epoch, metrics)
         classifier = self.evaluator.record if self.evaluator else None
         summary = {
             "epoch": epoch,
             "num_epochs": self.num_epochs,
             "metrics": metrics,
             "protocol": self.metrics_protocol(),
+            "best": self.best,
             "classifier": classifier,
         }
         write_json(summary, self.output_dir / "metrics.json")
         print(f"metrics after epoch {epoch}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+
+    def _keep_best(self, epoch: int, metrics: dict[str, float]) -> None:
+        """Write {model}_best.pt when this evaluation's `best_by` metric is the lowest so far (a long GAN run
+        can end far from its best epoch)."""
+        if self.best_by is None or self.best_by[0] not in metrics:
+            return
+        metric, name = self.best_by
+        if self.best is not None and metrics[metric] >= self.best["value"]:
+            return
+        model = self.exported_models()[name]
+        path = self.output_dir / f"{name}_best.pt"
+        save_model(model, path, epoch=epoch, dataset=self.config.get("dataset", {}), best={metric: metrics[metric]})
+        self.best = {"epoch": epoch, "metric": metric, "value": metrics[metric], "file": path.name, "metrics": metrics}
 
     # ------------------------------------------------------------------ logs
 
@@ -418,6 +442,7 @@ class Trainer:
                 "history": self.history,
                 "curve": self.curve,
                 "metrics": self.metrics,
+                "best": self.best,
                 "rng": self._rng_state(),
                 "fixed_noise": self.fixed_noise,
             },
@@ -449,6 +474,7 @@ class Trainer:
         self.partial_sums, self.seconds = checkpoint["partial_sums"], checkpoint["seconds"]
         self.history, self.curve = checkpoint["history"], checkpoint["curve"]
         self.metrics = checkpoint.get("metrics", [])  # checkpoints older than the metrics have none
+        self.best = checkpoint.get("best")
         self._set_rng_state(checkpoint["rng"])  # rank 0's, in a distributed run
         if distributed.rank() > 0:  # a stream of its own, drawn from where the run stopped
             seed_everything(hash((self.seed, distributed.rank(), self.epoch, self.step)) % 2**63)

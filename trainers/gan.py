@@ -30,6 +30,7 @@ class GANTrainer(Trainer):
     (trainers/distributed.py).
     """
 
+    best_by = ("frechet_distance", "generator")  # generator_best.pt: the evaluation with the lowest FD
     curve_panels = (("d_loss", "g_loss"), ("d_real", "d_fake"))
 
     def __init__(

@@ -29,6 +29,7 @@ class VAETrainer(Trainer):
     (trainers/speed.py); the test numbers are always computed in float32.
     """
 
+    best_by = ("neg_elbo", "vae")  # vae_best.pt: the evaluation with the lowest test -ELBO
     curve_panels = (
         ("loss", "test_loss"),
         ("reconstruction", "test_reconstruction", "test_reconstruction_at_mu"),
@@ -50,7 +51,7 @@ class VAETrainer(Trainer):
         sample_every: int = 10,
         resume: bool | str = "auto",
         eval_every: int | None = None,
-        iw_samples: int = 1000,
+        iw_samples: int = 200,
         num_threads: int | str = "auto",
         amp: bool = False,
         channels_last: bool = False,
