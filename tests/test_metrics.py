@@ -220,6 +220,10 @@ def test_gan_writes_metrics_every_eval_every_epochs(tiny: Tiny, tmp_path: Path, 
     summary = json.loads((tmp_path / "metrics.json").read_text())
     assert summary["epoch"] == 3 and summary["classifier"]["data"] == "mnist"
     assert summary["metrics"] == pytest.approx({k: float(rows[-1][k]) for k in GENERATOR_METRICS}, rel=1e-6)
+    protocol = summary["protocol"]["generator_metrics"]  # what makes two numbers comparable
+    assert "in-domain classifier 'mnist'" in protocol["features"] and protocol["real_split"] == "test"
+    assert protocol["generated_images"] == protocol["real_images"] == len(run.evaluator.real_features)
+    assert protocol["resize"] == "none"  # 28x28 digits for a 28x28 classifier
     metrics = run.metrics[-1]
     assert all(math.isfinite(metrics[k]) for k in GENERATOR_METRICS)
     assert 0 <= metrics["precision"] <= 1 and 0 <= metrics["recall"] <= 1

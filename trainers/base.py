@@ -164,8 +164,8 @@ class Trainer:
         return {}
 
     def metrics_protocol(self) -> dict:
-        """How each metric was estimated (estimator, sample and image counts), for metrics.json."""
-        return {}
+        """How each metric was estimated (features, estimator, sample and image counts), for metrics.json."""
+        return {"generator_metrics": self.evaluator.protocol()} if self.evaluator else {}
 
     def generator_metrics(
         self, sample: Callable[[torch.Tensor], torch.Tensor], latent_dim: int, image_shape: tuple[int, int, int]

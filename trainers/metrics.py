@@ -164,7 +164,7 @@ class GeneratorEvaluator:
         """`real_images`: uint8 (N, C, H, W) at the generator's image shape; `record`: the classifier's."""
         self.classifier, self.record = classifier.to(device).eval(), record
         self.device, self.seed, self.batch_size = torch.device(device), seed, batch_size
-        self.num_images = len(real_images)
+        self.num_images, self.image_shape = len(real_images), tuple(real_images.shape[1:])
         batches = (to_float(real_images[i : i + batch_size], False) for i in range(0, len(real_images), batch_size))
         self.real_features, self.real_probs = self.embed(batches)
 
@@ -197,6 +197,22 @@ class GeneratorEvaluator:
     def _samples(self, sample: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor) -> Iterator[torch.Tensor]:
         for i in range(0, len(z), self.batch_size):
             yield sample(z[i : i + self.batch_size].to(self.device))
+
+    def protocol(self) -> dict:
+        """How the metrics were measured: two numbers compare only where their protocols are the same."""
+        shape = tuple(self.classifier.image_shape)
+        return {
+            "features": f"in-domain classifier '{self.record.get('data')}' (trainers/classifier.py), penultimate "
+            f"layer, {self.real_features.shape[1]} features, test accuracy {self.record.get('test_accuracy')}",
+            "generated_images": self.num_images,
+            "real_images": self.num_images,
+            "real_split": "test",
+            "resize": "none"
+            if self.image_shape == shape
+            else f"{self.image_shape} -> {shape}, bilinear with antialias, real and generated alike",
+            "kid": f"unbiased MMD^2, cubic polynomial kernel, mean of 100 subsets of {min(1000, self.num_images)}",
+            "precision_recall": "k-NN, k = 3 (Kynkaanniemi et al. 2019)",
+        }
 
     def real_reference(self, images: torch.Tensor) -> dict[str, float]:
         """Metrics of other real images (uint8, e.g. from the training split): the best a generator can do."""

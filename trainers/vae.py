@@ -150,6 +150,7 @@ class VAETrainer(Trainer):
     def metrics_protocol(self) -> dict:
         images = len(self.test_loader.images)
         return {
+            **super().metrics_protocol(),
             "neg_elbo": f"one z ~ q(z|x) per test image (seed {self.seed}), {images} test images",
             "test_nll_iw": f"importance-weighted -log p(x) (Burda et al., 2016), {self.iw_samples} samples "
             f"from q(z|x) per test image (seed {self.seed}), {images} test images",
