@@ -11,6 +11,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
+import scipy.linalg
 import torch
 
 from benchmarks import quality
@@ -80,11 +81,11 @@ def test_kernel_distance_is_about_zero_for_identical_sets_and_large_for_shifted_
 
 
 def test_classifier_score_and_class_entropy() -> None:
-    balanced = _one_hot(list(range(10)) * 5)
-    collapsed = _one_hot([3] * 50)
+    balanced = 50 * _one_hot(list(range(10)) * 5)  # logits: certain of one class per image
+    collapsed = 50 * _one_hot([3] * 50)
     assert classifier_score(balanced) == pytest.approx(10, rel=1e-6)
     assert classifier_score(collapsed) == pytest.approx(1, rel=1e-6)
-    assert classifier_score(np.full((50, 10), 0.1)) == pytest.approx(1, rel=1e-6)  # unsure of every image
+    assert classifier_score(np.zeros((50, 10))) == pytest.approx(1, rel=1e-6)  # unsure of every image
     assert class_entropy_bits(balanced) == pytest.approx(math.log2(10))
     assert class_entropy_bits(collapsed) == 0
     assert class_entropy_bits(_one_hot([0, 1] * 25)) == pytest.approx(1)
@@ -100,6 +101,38 @@ def test_precision_and_recall() -> None:
     collapsed = np.repeat(real[:1], len(real), axis=0)
     precision, recall = precision_recall(real, collapsed)
     assert precision == 1.0 and recall < 0.05
+
+
+def test_library_metrics_equal_the_formulas_they_replaced() -> None:
+    """The metrics are torch-fidelity's; on the same features they equal the formulas this repository
+    computed itself before (written out here in numpy/scipy) to 1e-3 relative."""
+    rng = np.random.default_rng(0)
+    real, fake = rng.normal(size=(600, 16)), 1.2 * rng.normal(size=(600, 16)) + 0.3
+    mean_r, mean_f, cov_r, cov_f = real.mean(0), fake.mean(0), np.cov(real.T), np.cov(fake.T)
+    fd = ((mean_r - mean_f) ** 2).sum() + np.trace(cov_r + cov_f - 2 * scipy.linalg.sqrtm(cov_r @ cov_f).real)
+    assert frechet_distance(real, fake) == pytest.approx(fd, rel=1e-3)
+
+    # KID over the whole sets (one subset of every sample): unbiased MMD^2 with (x.y / D + 1)^3.
+    def kernel(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return (a @ b.T / a.shape[1] + 1) ** 3
+
+    n = len(real)
+    k_rr, k_ff = kernel(real, real), kernel(fake, fake)
+    mmd = (k_rr.sum() - np.trace(k_rr) + k_ff.sum() - np.trace(k_ff)) / (n * (n - 1)) - 2 * kernel(real, fake).mean()
+    assert kernel_distance(real, fake, subsets=1, subset_size=n) == pytest.approx(mmd, rel=1e-3)
+
+    # Precision and recall: inside the k = 3 nearest-neighbour ball of any point of the other set.
+    def inside(points: np.ndarray, balls: np.ndarray) -> float:
+        within = ((balls[:, None] - balls[None]) ** 2).sum(-1)
+        radii = np.sort(within, 1)[:, 3]  # the 3rd neighbour, the point itself being the 0th
+        return float((((points[:, None] - balls[None]) ** 2).sum(-1) <= radii).any(1).mean())
+
+    assert precision_recall(real, fake) == pytest.approx((inside(fake, real), inside(real, fake)), rel=1e-3)
+
+    logits = 3 * rng.normal(size=(600, 10))
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    score = np.exp((probs * (np.log(probs) - np.log(probs.mean(0)))).sum(1).mean())
+    assert classifier_score(logits) == pytest.approx(score, rel=1e-3)
 
 
 def test_fit_to_classifier_converts_shape_and_colour() -> None:

@@ -1,5 +1,7 @@
 """Quality metrics of generated images, measured with a small classifier trained on the real data.
 
+The formulas are torch-fidelity's (the library behind torchmetrics' FID), applied to the features below.
+
 Every feature metric compares the classifier's penultimate-layer features of generated images
 with those of the real test images (FID and KID do the same with Inception features, which are
 neither available offline nor meaningful for 28x28 digits):
@@ -21,6 +23,10 @@ from collections.abc import Callable, Iterable, Iterator
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_features_to_statistics, fid_statistics_to_metric
+from torch_fidelity.metric_isc import KEY_METRIC_ISC_MEAN, isc_features_to_metric
+from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, kid_features_to_metric
+from torch_fidelity.metric_prc import KEY_METRIC_PRECISION, KEY_METRIC_RECALL, prc_features_to_metric
 
 from datasets import load_images, to_float
 from models import SmallCNN
@@ -35,15 +41,8 @@ MAX_IMAGES = 10_000  # real test images (and as many generated ones) per evaluat
 
 def frechet_distance(real: np.ndarray, fake: np.ndarray) -> float:
     """|mu_r - mu_f|^2 + Tr(S_r + S_f - 2 (S_r S_f)^1/2) between Gaussians fitted to two (N, D) feature sets."""
-    mu_r, mu_f = real.mean(0), fake.mean(0)
-    cov_r, cov_f = np.cov(real, rowvar=False), np.cov(fake, rowvar=False)
-    # Tr((S_r S_f)^1/2) = sum of sqrt(eigenvalues of S_r^1/2 S_f S_r^1/2), a symmetric PSD matrix:
-    # eigh stays real and stable where scipy's sqrtm of the non-symmetric product can turn complex.
-    values, vectors = np.linalg.eigh(cov_r)
-    root_r = (vectors * np.sqrt(values.clip(0))) @ vectors.T
-    cross = np.linalg.eigvalsh(root_r @ cov_f @ root_r).clip(0)
-    distance = ((mu_r - mu_f) ** 2).sum() + np.trace(cov_r) + np.trace(cov_f) - 2 * np.sqrt(cross).sum()
-    return float(max(distance, 0.0))  # rounding can leave -1e-12 for identical sets
+    stats = [fid_features_to_statistics(torch.from_numpy(x).double()) for x in (real, fake)]
+    return float(max(fid_statistics_to_metric(*stats, verbose=False)[KEY_METRIC_FID], 0.0))
 
 
 def kernel_distance(
@@ -53,81 +52,44 @@ def kernel_distance(
     size = min(subset_size, len(real), len(fake))
     if size < 2:
         raise ValueError("the kernel distance needs at least 2 samples of each set")
-    rng = np.random.default_rng(seed)
-    real_t, fake_t = torch.from_numpy(real).float(), torch.from_numpy(fake).float()
-    dim = real.shape[1]
-    estimates = []
-    for _ in range(subsets):
-        x = real_t[torch.from_numpy(rng.choice(len(real), size, replace=False))]
-        y = fake_t[torch.from_numpy(rng.choice(len(fake), size, replace=False))]
-        # float32 kernels (3x faster than float64 here), summed in float64.
-        k_xx, k_yy, k_xy = ((a @ b.T / dim + 1).pow_(3).double() for a, b in ((x, x), (y, y), (x, y)))
-        # Unbiased: leave out the diagonals (each sample's kernel with itself).
-        within = (k_xx.sum() - k_xx.trace() + k_yy.sum() - k_yy.trace()) / (size * (size - 1))
-        estimates.append(float(within - 2 * k_xy.mean()))
-    return float(np.mean(estimates))
+    real_t, fake_t = torch.from_numpy(real), torch.from_numpy(fake)
+    kid = kid_features_to_metric(
+        real_t, fake_t, kid_subsets=subsets, kid_subset_size=size, rng_seed=seed, verbose=False
+    )
+    return kid[KEY_METRIC_KID_MEAN]
 
 
-def classifier_score(probs: np.ndarray) -> float:
+def classifier_score(logits: np.ndarray) -> float:
     """exp(mean KL(p(y|x) || p(y))) over the whole set (the Inception score without splits)."""
-    probs = probs.clip(1e-12)
-    marginal = probs.mean(0, keepdims=True)
-    return float(np.exp((probs * (np.log(probs) - np.log(marginal))).sum(1).mean()))
+    score = isc_features_to_metric(torch.from_numpy(logits).double(), splits=1, shuffle=False)
+    return score[KEY_METRIC_ISC_MEAN]
 
 
-def class_entropy_bits(probs: np.ndarray) -> float:
+def class_entropy_bits(logits: np.ndarray) -> float:
     """Entropy (bits) of how often each class is the predicted one."""
-    counts = np.bincount(probs.argmax(1), minlength=probs.shape[1])
+    counts = np.bincount(logits.argmax(1), minlength=logits.shape[1])
     share = counts[counts > 0] / counts.sum()
     return float(-(share * np.log2(share)).sum() + 0.0)  # + 0.0: no "-0.0" for a single class
 
 
-def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3, chunk: int = 1000) -> tuple[float, float]:
-    """Improved precision and recall (Kynkäänniemi et al. 2019) with k-nearest-neighbour balls."""
-    offset = real.mean(0)  # centring shrinks the norms, and with them the rounding of |a|^2 + |b|^2 - 2ab
-    real_t = torch.from_numpy(real - offset).float()
-    fake_t = torch.from_numpy(fake - offset).float()
-    # float32 distances of identical points come out ~1e-6 of the squared norms instead of 0: a point
-    # counts as inside a ball it sits on the edge of.
-    tolerance = 1e-5 * float((real_t**2).sum(1).mean())
-    real_radii = _knn_radii(real_t, k, chunk) + tolerance
-    fake_radii = _knn_radii(fake_t, k, chunk) + tolerance
-    # One pass over the fake-to-real distances gives both: precision looks along rows, recall down columns.
-    inside_real_ball, covered = [], torch.zeros(len(real_t), dtype=torch.bool)
-    for i, d in enumerate(_distance_chunks(fake_t, real_t, chunk)):
-        inside_real_ball.append((d <= real_radii).any(1))
-        covered |= (d <= fake_radii[i * chunk : (i + 1) * chunk, None]).any(0)
-    return float(torch.cat(inside_real_ball).float().mean()), float(covered.float().mean())
-
-
-def _distance_chunks(queries: torch.Tensor, points: torch.Tensor, chunk: int) -> Iterator[torch.Tensor]:
-    """Squared distances from `chunk` queries at a time to every point: (chunk, len(points)) blocks."""
-    point_norms = (points**2).sum(1)
-    for i in range(0, len(queries), chunk):
-        q = queries[i : i + chunk]
-        # addmm: |q|^2 + |p|^2 - 2 q.p in one pass over the block
-        yield torch.addmm(point_norms + (q**2).sum(1, keepdim=True), q, points.T, alpha=-2).clamp_(min=0)
-
-
-def _knn_radii(points: torch.Tensor, k: int, chunk: int) -> torch.Tensor:
-    """Squared distance of each point to its k-th nearest neighbour (itself excluded: the (k+1)-th)."""
-    k = min(k, len(points) - 1)
-    # topk: many times faster than kthvalue for a handful of neighbours among thousands.
-    return torch.cat(
-        [d.topk(k + 1, dim=1, largest=False).values[:, -1] for d in _distance_chunks(points, points, chunk)]
-    )
+def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[float, float]:
+    """Improved precision and recall (Kynkäänniemi et al. 2019) with k-nearest-neighbour balls: the share of
+    generated points inside the real points' balls, and of real points inside the generated ones'."""
+    real_t, fake_t = torch.from_numpy(real).float(), torch.from_numpy(fake).float()
+    out = prc_features_to_metric(fake_t, real_t, prc_neighborhood=k, verbose=False)  # input 1: generated
+    return out[KEY_METRIC_PRECISION], out[KEY_METRIC_RECALL]
 
 
 def feature_metrics(
-    real_features: np.ndarray, fake_features: np.ndarray, fake_probs: np.ndarray, seed: int = 0
+    real_features: np.ndarray, fake_features: np.ndarray, fake_logits: np.ndarray, seed: int = 0
 ) -> dict[str, float]:
     """All generator metrics of one generated set against the real one."""
     precision, recall = precision_recall(real_features, fake_features)
     return {
         "frechet_distance": frechet_distance(real_features, fake_features),
         "kid": kernel_distance(real_features, fake_features, seed=seed),
-        "classifier_score": classifier_score(fake_probs),
-        "class_entropy_bits": class_entropy_bits(fake_probs),
+        "classifier_score": classifier_score(fake_logits),
+        "class_entropy_bits": class_entropy_bits(fake_logits),
         "precision": precision,
         "recall": recall,
     }
@@ -166,23 +128,23 @@ class GeneratorEvaluator:
         self.device, self.seed, self.batch_size = torch.device(device), seed, batch_size
         self.num_images, self.image_shape = len(real_images), tuple(real_images.shape[1:])
         batches = (to_float(real_images[i : i + batch_size], False) for i in range(0, len(real_images), batch_size))
-        self.real_features, self.real_probs = self.embed(batches)
+        self.real_features, self.real_logits = self.embed(batches)
 
     @torch.no_grad()
     def embed(self, batches: Iterable[torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
-        """Float [0, 1] image batches -> (features, class probabilities) as float64 arrays."""
-        features, probs = [], []
+        """Float [0, 1] image batches -> (features, class logits) as float64 arrays."""
+        features, logits_list = [], []
         for images in batches:
             x = fit_to_classifier(images.to(self.device).float(), self.classifier.image_shape)
             f, logits = self.classifier.features_and_logits(x)
             features.append(f.double().cpu())
-            probs.append(logits.double().softmax(1).cpu())
-        return torch.cat(features).numpy(), torch.cat(probs).numpy()
+            logits_list.append(logits.double().cpu())
+        return torch.cat(features).numpy(), torch.cat(logits_list).numpy()
 
     def evaluate_images(self, batches: Iterable[torch.Tensor]) -> dict[str, float]:
         """Metrics of a set of float [0, 1] images (given in batches) against the real test images."""
-        features, probs = self.embed(batches)
-        return feature_metrics(self.real_features, features, probs, self.seed)
+        features, logits = self.embed(batches)
+        return feature_metrics(self.real_features, features, logits, self.seed)
 
     @torch.no_grad()
     def evaluate_generator(self, sample: Callable[[torch.Tensor], torch.Tensor], latent_dim: int) -> dict[str, float]:
