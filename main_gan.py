@@ -42,6 +42,8 @@ trainer_kwargs = {
     "label_smoothing": 0.1,  # the discriminator's target for real images is 1 - label_smoothing
     "ema_decay": 0.999,  # grids and generator.pt use an exponential moving average of the weights; 0: off
     "eval_every": None,  # epochs between quality metrics (metrics.csv, metrics.json); None: after the last only
+    "metrics_features": "auto",  # auto (Inception if its FID weights are in torch hub's cache), inception, classifier
+    "inception_weights": "",  # the FID Inception weights file (empty: look in torch hub's cache); never downloaded
     "num_threads": "auto",  # CPU threads: "auto" (the cores not busy with other work) or a number
     "cuda_graphs": True,  # on a CUDA GPU, replay each training step as one CUDA graph (same results, faster)
     "amp": False,  # bfloat16 autocast where the device has native bf16 (CUDA, recent CPUs): faster, not bitwise

@@ -36,7 +36,9 @@ trainer_kwargs = {
     "sample_every": 10,  # epochs between sample grids (the first and last are always drawn)
     "resume": "auto",  # continue from output_dir/checkpoint.pt if there is one; False starts over
     "eval_every": None,  # epochs between quality metrics (metrics.csv, metrics.json); None: after the last only
-    "iw_samples": 1000,  # importance samples per test image for test_nll_iw, -log p(x), at each evaluation
+    "metrics_features": "auto",  # auto (Inception if its FID weights are in torch hub's cache), inception, classifier
+    "inception_weights": "",  # the FID Inception weights file (empty: look in torch hub's cache); never downloaded
+    "iw_samples": 200,  # importance samples per test image for test_nll_iw (-log p(x)) at evaluations
     "num_threads": "auto",  # CPU threads: "auto" (the cores not busy with other work) or a number
     "cuda_graphs": True,  # on a CUDA GPU, replay each training step as one CUDA graph (same results, faster)
     "amp": False,  # bfloat16 autocast where the device has native bf16 (CUDA, recent CPUs): faster, not bitwise

@@ -61,8 +61,10 @@ def tiny(mnist: types.SimpleNamespace, image_folder: Path) -> Tiny:
 
 
 @pytest.fixture(autouse=True)
-def _no_downloads(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Hermetic: a data set that is not on disk is never fetched, whatever the network."""
+def _no_downloads(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Hermetic: a data set that is not on disk is never fetched, whatever the network; and torch hub's
+    cache is an empty folder, so metrics_features="auto" means the classifier whatever this machine holds."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path_factory.getbasetemp() / "torch_home"))
 
     def refuse(self: object) -> None:
         raise URLError("downloads are disabled in the test suite")

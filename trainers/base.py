@@ -22,7 +22,7 @@ from tqdm import tqdm  # noqa: E402
 
 from datasets import Loader  # noqa: E402
 from trainers import distributed  # noqa: E402
-from trainers.metrics import GeneratorEvaluator, make_generator_evaluator  # noqa: E402
+from trainers.metrics import GeneratorEvaluator, check_metrics_features, make_generator_evaluator  # noqa: E402
 from utils import (  # noqa: E402
     UserError,
     atomic_file,
@@ -46,6 +46,8 @@ RESUMABLE_CHANGES = {
     "root",
     "eval_every",
     "iw_samples",
+    "metrics_features",
+    "inception_weights",
 }
 RESUMABLE_CHANGES |= {"in_memory", "num_threads", "channels_last", "compile", "cuda_graphs"}  # speed only
 RESUMABLE_CHANGES |= {"sync_batchnorm"}  # distributed runs only; older checkpoints lack the key
@@ -93,8 +95,9 @@ class Trainer:
     """
 
     curve_panels: tuple[tuple[str, ...], ...] = ()
-    # (metric, model): the evaluation with the lowest `metric` so far writes that model to {model}_best.pt.
-    best_by: tuple[str, str] | None = None
+    # (metrics, model): the evaluation with the lowest of these metrics (the first one measured) so far
+    # writes that model to {model}_best.pt.
+    best_by: tuple[tuple[str, ...], str] | None = None
     # The metrics panel of the loss curve: the first of these on the left axis, the [0, 1] ones on the right.
     metric_panel: tuple[tuple[str, ...], tuple[str, ...]] = (("frechet_distance", "neg_elbo"), ("precision", "recall"))
     samples_per_grid = 64
@@ -113,6 +116,8 @@ class Trainer:
         sample_every: int,
         resume: bool | str,
         eval_every: int | None = None,
+        metrics_features: str = "auto",
+        inception_weights: str = "",
     ) -> None:
         require(
             eval_every is None or eval_every >= 0,
@@ -122,6 +127,8 @@ class Trainer:
         self.models, self.optimizers, self.loader, self.config = models, optimizers, loader, config
         self.num_epochs, self.seed, self.device = num_epochs, seed, device
         self.sample_every, self.resume, self.eval_every = sample_every, resume, eval_every
+        self.metrics_features, self.inception_weights = metrics_features, inception_weights
+        check_metrics_features(metrics_features, inception_weights)  # now, not after the first epoch
         self.output_dir = Path(output_dir)
         self.checkpoint_path = self.output_dir / "checkpoint.pt"
         self.epoch = 0  # epochs finished
@@ -174,7 +181,17 @@ class Trainer:
         data set has no classifier (the note saying so is printed once)."""
         if self.evaluator is None:
             dataset = self.config.get("dataset", {})
-            self.evaluator = make_generator_evaluator(dataset, image_shape, self.device, self.seed) or False
+            self.evaluator = (
+                make_generator_evaluator(
+                    dataset,
+                    image_shape,
+                    self.device,
+                    self.seed,
+                    features=self.metrics_features,
+                    inception_weights=self.inception_weights,
+                )
+                or False
+            )
         return self.evaluator.evaluate_generator(sample, latent_dim) if self.evaluator else {}
 
     def make_fixed_noise(self, latent_dim: int) -> torch.Tensor:
@@ -337,9 +354,12 @@ class Trainer:
     def _keep_best(self, epoch: int, metrics: dict[str, float]) -> None:
         """Write {model}_best.pt when this evaluation's `best_by` metric is the lowest so far (a long GAN run
         can end far from its best epoch)."""
-        if self.best_by is None or self.best_by[0] not in metrics:
+        if self.best_by is None:
             return
-        metric, name = self.best_by
+        metric = next((m for m in self.best_by[0] if m in metrics), None)
+        name = self.best_by[1]
+        if metric is None:
+            return
         if self.best is not None and metrics[metric] >= self.best["value"]:
             return
         model = self.exported_models()[name]

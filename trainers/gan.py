@@ -30,7 +30,7 @@ class GANTrainer(Trainer):
     (trainers/distributed.py).
     """
 
-    best_by = ("frechet_distance", "generator")  # generator_best.pt: the evaluation with the lowest FD
+    best_by = (("fid", "frechet_distance"), "generator")  # generator_best.pt: the evaluation with the lowest FD
     curve_panels = (("d_loss", "g_loss"), ("d_real", "d_fake"))
 
     def __init__(
@@ -52,6 +52,8 @@ class GANTrainer(Trainer):
         sample_every: int = 10,
         resume: bool | str = "auto",
         eval_every: int | None = None,
+        metrics_features: str = "auto",
+        inception_weights: str = "",
         num_threads: int | str = "auto",
         amp: bool = False,
         channels_last: bool = False,
@@ -96,6 +98,8 @@ class GANTrainer(Trainer):
             sample_every=sample_every,
             resume=resume,
             eval_every=eval_every,
+            metrics_features=metrics_features,
+            inception_weights=inception_weights,
         )
         self.generator, self.discriminator = generator, discriminator
         self.ema = models.get("generator_ema")

@@ -19,21 +19,27 @@ neither available offline nor meaningful for 28x28 digits):
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_features_to_statistics, fid_statistics_to_metric
 from torch_fidelity.metric_isc import KEY_METRIC_ISC_MEAN, isc_features_to_metric
 from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, kid_features_to_metric
 from torch_fidelity.metric_prc import KEY_METRIC_PRECISION, KEY_METRIC_RECALL, prc_features_to_metric
 
-from datasets import load_images, to_float
+from datasets import held_out_folder, load_images, to_float
 from models import SmallCNN
 from trainers.classifier import DataSource, Unsupported, data_source, get_classifier
-from utils import UserError
+from utils import UserError, require
 
 GENERATOR_METRICS = ("frechet_distance", "kid", "classifier_score", "class_entropy_bits", "precision", "recall")
+INCEPTION_METRICS = ("fid", "kid", "inception_score", "precision", "recall")  # the same, in Inception features
+FEATURES = ("auto", "inception", "classifier")
+# The FID Inception-v3 weights (TF's 2015-12-05 graph): torch-fidelity's / torchmetrics' file, pytorch-fid's file.
+INCEPTION_FILES = ("weights-inception-2015-12-05-6726825d.pth", "pt_inception-2015-12-05-6726825d.pth")
 MAX_IMAGES = 10_000  # real test images (and as many generated ones) per evaluation: all of MNIST's test split
 
 # ---------------------------------------------------------------------------- the metrics themselves
@@ -111,20 +117,73 @@ def fit_to_classifier(images: torch.Tensor, image_shape: tuple[int, int, int]) -
     return images.clamp(0, 1)
 
 
+def find_inception_weights(path: str = "") -> Path | None:
+    """The FID Inception weights: `path` if given, else either standard file in torch hub's cache; None if absent.
+    Never downloads."""
+    if path:
+        require(Path(path).is_file(), f"inception_weights '{path}' not found: fix the path, or leave it empty")
+        return Path(path)
+    cache = Path(torch.hub.get_dir()) / "checkpoints"
+    return next((cache / name for name in INCEPTION_FILES if (cache / name).is_file()), None)
+
+
+def check_metrics_features(features: str, inception_weights: str = "") -> Path | None:
+    """The Inception weights file that `features` will use (None: the classifier's features); a one-line
+    error for an unknown value, a missing file, or "inception" without the weights."""
+    require(features in FEATURES, f"metrics_features must be one of {', '.join(FEATURES)}, got {features!r}")
+    weights = find_inception_weights(inception_weights) if features != "classifier" else None
+    cache = Path(torch.hub.get_dir()) / "checkpoints"
+    require(
+        weights is not None or features != "inception",
+        f"metrics_features='inception' needs the FID Inception weights: put {INCEPTION_FILES[0]} (torch-fidelity's "
+        f"release, the file torchmetrics uses) in {cache}/ or set inception_weights to its path; or use "
+        "metrics_features='classifier'",
+    )
+    return weights
+
+
+class InceptionFeatures(nn.Module):
+    """The FID Inception-v3 of torch-fidelity (2048 pool features; 1008 logits for the Inception score) behind
+    the classifier's interface. Takes float RGB in [0, 1] at the generator's size; torch-fidelity quantises to
+    uint8 and resizes to 299x299 as TensorFlow 1 did, so the numbers match the papers' FID code."""
+
+    def __init__(self, weights: Path, image_size: tuple[int, int]) -> None:
+        super().__init__()
+        from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+        try:  # a plain tensor file (weights_only); torch-fidelity then reads the same file itself
+            torch.load(weights, map_location="cpu", weights_only=True)
+            self.net = FeatureExtractorInceptionV3(
+                "inception-v3-compat", ["2048", "logits_unbiased"], feature_extractor_weights_path=str(weights)
+            )
+        except Exception as error:  # a torn file, pickled code, or weights of another network
+            reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+            raise UserError(f"'{weights}' is not the FID Inception-v3 weights: {reason}") from None
+        self.image_shape = (3, *image_size)
+        self.weights = weights
+
+    @torch.no_grad()
+    def features_and_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.net(x.mul(255).round().clamp(0, 255).to(torch.uint8))
+
+
 class GeneratorEvaluator:
-    """Holds the classifier and the real test images' features; scores generated images against them."""
+    """Holds the feature network (the in-domain classifier or Inception) and the real test images' features;
+    scores generated images against them."""
 
     def __init__(
         self,
-        classifier: SmallCNN,
+        classifier: SmallCNN | InceptionFeatures,
         real_images: torch.Tensor,
-        record: dict,
+        record: dict | None,
         device: torch.device | str = "cpu",
         seed: int = 0,
         batch_size: int = 500,
+        real_split: str = "test",
     ) -> None:
         """`real_images`: uint8 (N, C, H, W) at the generator's image shape; `record`: the classifier's."""
-        self.classifier, self.record = classifier.to(device).eval(), record
+        self.classifier, self.record, self.real_split = classifier.to(device).eval(), record, real_split
+        self.inception = isinstance(classifier, InceptionFeatures)
         self.device, self.seed, self.batch_size = torch.device(device), seed, batch_size
         self.num_images, self.image_shape = len(real_images), tuple(real_images.shape[1:])
         batches = (to_float(real_images[i : i + batch_size], False) for i in range(0, len(real_images), batch_size))
@@ -144,7 +203,11 @@ class GeneratorEvaluator:
     def evaluate_images(self, batches: Iterable[torch.Tensor]) -> dict[str, float]:
         """Metrics of a set of float [0, 1] images (given in batches) against the real test images."""
         features, logits = self.embed(batches)
-        return feature_metrics(self.real_features, features, logits, self.seed)
+        metrics = feature_metrics(self.real_features, features, logits, self.seed)
+        if self.inception:  # FID and the Inception score by their names; ImageNet's classes say nothing here
+            renamed = {"frechet_distance": "fid", "classifier_score": "inception_score"}
+            return {renamed.get(k, k): v for k, v in metrics.items() if k != "class_entropy_bits"}
+        return metrics
 
     @torch.no_grad()
     def evaluate_generator(self, sample: Callable[[torch.Tensor], torch.Tensor], latent_dim: int) -> dict[str, float]:
@@ -163,15 +226,25 @@ class GeneratorEvaluator:
     def protocol(self) -> dict:
         """How the metrics were measured: two numbers compare only where their protocols are the same."""
         shape = tuple(self.classifier.image_shape)
+        if self.inception:
+            features = f"Inception-v3 pool3, 2048 features (torch-fidelity, {self.classifier.weights.name})"
+            resize = f"{self.image_shape} -> (3, 299, 299): uint8, then TF1-style bilinear (torch-fidelity)"
+        else:
+            features = (
+                f"in-domain classifier '{self.record.get('data')}' (trainers/classifier.py), penultimate "
+                f"layer, {self.real_features.shape[1]} features, test accuracy {self.record.get('test_accuracy')}"
+            )
+            resize = (
+                "none"
+                if self.image_shape == shape
+                else f"{self.image_shape} -> {shape}, bilinear with antialias, real and generated alike"
+            )
         return {
-            "features": f"in-domain classifier '{self.record.get('data')}' (trainers/classifier.py), penultimate "
-            f"layer, {self.real_features.shape[1]} features, test accuracy {self.record.get('test_accuracy')}",
+            "features": features,
             "generated_images": self.num_images,
             "real_images": self.num_images,
-            "real_split": "test",
-            "resize": "none"
-            if self.image_shape == shape
-            else f"{self.image_shape} -> {shape}, bilinear with antialias, real and generated alike",
+            "real_split": self.real_split,
+            "resize": resize,
             "kid": f"unbiased MMD^2, cubic polynomial kernel, mean of 100 subsets of {min(1000, self.num_images)}",
             "precision_recall": "k-NN, k = 3 (Kynkaanniemi et al. 2019)",
         }
@@ -191,9 +264,21 @@ def make_generator_evaluator(
     cache_dir: str | None = None,
     classifier_epochs: int | None = None,
     classifier_max_samples: int | None = None,
+    features: str = "classifier",
+    inception_weights: str = "",
 ) -> GeneratorEvaluator | None:
-    """The evaluator for a run's dataset kwargs (its `classes` too), or None with a one-line note where
-    there is no classifier for the data or it cannot be trained: the run goes on without these metrics."""
+    """The evaluator for a run's dataset kwargs (its `classes` too), in the features `features` asks for:
+    "inception" (the FID Inception weights must be on disk), "classifier" (the in-domain classifier), or
+    "auto" (Inception where its weights are on disk, else the classifier; it says which, once).
+    None with a one-line note where the data has no classifier or it cannot be trained: the run goes on
+    without these metrics."""
+    weights = check_metrics_features(features, inception_weights)
+    if weights is not None:
+        if features == "auto":
+            print(f"metrics in Inception features ({weights}); metrics_features='classifier' for the in-domain one")
+        return _inception_evaluator(dataset, image_shape, weights, device, seed, max_images)
+    if features == "auto":
+        print("metrics in the in-domain classifier's features (no FID Inception weights in torch hub's cache)")
     try:
         source = data_source(dataset, cache_dir)
         real, _ = load_real_test(source, dataset, image_shape, max_images)
@@ -202,6 +287,20 @@ def make_generator_evaluator(
         print(f"note: generator metrics skipped: {error}")
         return None
     return GeneratorEvaluator(classifier, real, record, device, seed)
+
+
+def _inception_evaluator(
+    dataset: dict, image_shape: tuple[int, int, int], weights: Path, device: torch.device | str, seed: int, n: int
+) -> GeneratorEvaluator:
+    """Inception features need no labels: the real images are the test split, or the training images where
+    an image folder has none."""
+    dataset_type, root = dataset.get("dataset_type", "mnist"), dataset.get("root", "data")
+    split = "test" if dataset_type != "image_folder" or held_out_folder(root) else "train (no test split)"
+    real, _ = load_images(dataset_type, root, train=False, image_shape=image_shape, classes=dataset.get("classes"))
+    if len(real) > n:
+        real = real[torch.linspace(0, len(real) - 1, n).long()]
+    network = InceptionFeatures(weights, image_shape[1:])
+    return GeneratorEvaluator(network, real, None, device, seed, batch_size=100, real_split=split)
 
 
 def load_real_test(

@@ -29,7 +29,7 @@ class VAETrainer(Trainer):
     (trainers/speed.py); the test numbers are always computed in float32.
     """
 
-    best_by = ("neg_elbo", "vae")  # vae_best.pt: the evaluation with the lowest test -ELBO
+    best_by = (("neg_elbo",), "vae")  # vae_best.pt: the evaluation with the lowest test -ELBO
     curve_panels = (
         ("loss", "test_loss"),
         ("reconstruction", "test_reconstruction", "test_reconstruction_at_mu"),
@@ -51,6 +51,8 @@ class VAETrainer(Trainer):
         sample_every: int = 10,
         resume: bool | str = "auto",
         eval_every: int | None = None,
+        metrics_features: str = "auto",
+        inception_weights: str = "",
         iw_samples: int = 200,
         num_threads: int | str = "auto",
         amp: bool = False,
@@ -83,6 +85,8 @@ class VAETrainer(Trainer):
             sample_every=sample_every,
             resume=resume,
             eval_every=eval_every,
+            metrics_features=metrics_features,
+            inception_weights=inception_weights,
         )
         self.vae, self.test_loader, self.iw_samples = vae, test_loader, iw_samples
         self.fixed_noise = self.make_fixed_noise(vae.latent_dim)
