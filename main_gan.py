@@ -44,6 +44,7 @@ trainer_kwargs = {
     "eval_every": None,  # epochs between quality metrics (metrics.csv, metrics.json); None: after the last only
     "metrics_features": "auto",  # auto (Inception if its FID weights are in torch hub's cache), inception, classifier
     "inception_weights": "",  # the FID Inception weights file (empty: look in torch hub's cache); never downloaded
+    "tensorboard": False,  # also log losses, metrics and grids to output_dir/tensorboard (pip install tensorboard)
     "num_threads": "auto",  # CPU threads: "auto" (the cores not busy with other work) or a number
     "cuda_graphs": True,  # on a CUDA GPU, replay each training step as one CUDA graph (same results, faster)
     "amp": False,  # bfloat16 autocast where the device has native bf16 (CUDA, recent CPUs): faster, not bitwise

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import signal
+import sys
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,7 @@ from helpers import (
 )
 from models import VAE, DCGANDiscriminator, DCGANGenerator, FCDiscriminator, FCGenerator
 from trainers import train_gan, train_vae
-from utils import load_model
+from utils import UserError, load_model
 
 GRID_SIDE = {28: 8 * 30 + 2, 32: 8 * 34 + 2}  # save_image: 8x8 tiles with 2-pixel padding
 
@@ -268,3 +269,29 @@ def test_vae_on_an_image_folder_tests_on_its_test_folder(tiny: Tiny, tmp_path: P
     run = train_vae(VAE, *tiny.vae(tmp_path / "no_split", dataset, {"image_size": 64}, num_epochs=1))
     assert len(run.test_loader.images) == len(run.loader.labels)
     assert "note: test_loss is measured on the training images" in capsys.readouterr().out
+
+
+def test_tensorboard_logs_losses_metrics_and_grids(tiny: Tiny, tmp_path: Path) -> None:
+    """tensorboard=True: the event file holds losses.csv's columns, the metrics and the sample grids per epoch;
+    a resumed run continues the same curves."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "gan"
+    train_gan(FCGenerator, FCDiscriminator, *tiny.gan(out, num_epochs=2, eval_every=1, tensorboard=True))
+    train_gan(FCGenerator, FCDiscriminator, *tiny.gan(out, num_epochs=3, eval_every=1, tensorboard=True))
+    events = EventAccumulator(str(out / "tensorboard"), size_guidance={"images": 0, "scalars": 0})
+    events.Reload()
+    tags = events.Tags()
+    for name in ("d_loss", "g_loss", "d_real", "d_fake"):
+        assert [e.step for e in events.Scalars(f"losses/{name}")] == [1, 2, 3]
+    _, rows = read_csv(out / "losses.csv")
+    assert [e.value for e in events.Scalars("losses/d_real")] == pytest.approx([float(r["d_real"]) for r in rows])
+    assert "metrics/frechet_distance" in tags["scalars"]
+    assert [e.step for e in events.Images("generated_image")] == [1, 2, 3]
+
+
+def test_tensorboard_without_its_package_is_a_one_line_error(tiny: Tiny, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if the package were not installed
+    with pytest.raises(UserError, match="tensorboard=True needs the tensorboard package: pip install tensorboard"):
+        train_gan(FCGenerator, FCDiscriminator, *tiny.gan(tmp_path, tensorboard=True))
+    assert not (tmp_path / "checkpoint.pt").exists()

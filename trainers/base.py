@@ -17,6 +17,7 @@ matplotlib.use("Agg")  # write files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from PIL import Image  # noqa: E402
 from torch import nn  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
@@ -48,6 +49,7 @@ RESUMABLE_CHANGES = {
     "iw_samples",
     "metrics_features",
     "inception_weights",
+    "tensorboard",
 }
 RESUMABLE_CHANGES |= {"in_memory", "num_threads", "channels_last", "compile", "cuda_graphs"}  # speed only
 RESUMABLE_CHANGES |= {"sync_batchnorm"}  # distributed runs only; older checkpoints lack the key
@@ -60,6 +62,14 @@ PLOT_EVERY_SECONDS = 30.0
 
 class NonFiniteLoss(Exception):
     pass
+
+
+def check_tensorboard() -> None:
+    """A one-line error where torch.utils.tensorboard cannot work (its package is optional)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter  # noqa: F401
+    except ImportError:
+        raise UserError("tensorboard=True needs the tensorboard package: pip install tensorboard") from None
 
 
 def load_optimizer(optimizer: torch.optim.Optimizer, state: dict) -> None:
@@ -118,6 +128,7 @@ class Trainer:
         eval_every: int | None = None,
         metrics_features: str = "auto",
         inception_weights: str = "",
+        tensorboard: bool = False,
     ) -> None:
         require(
             eval_every is None or eval_every >= 0,
@@ -129,6 +140,10 @@ class Trainer:
         self.sample_every, self.resume, self.eval_every = sample_every, resume, eval_every
         self.metrics_features, self.inception_weights = metrics_features, inception_weights
         check_metrics_features(metrics_features, inception_weights)  # now, not after the first epoch
+        self.tensorboard = tensorboard and distributed.is_main()  # events in output_dir/tensorboard
+        if self.tensorboard:
+            check_tensorboard()
+        self._writer = None  # opened at the first epoch this process finishes
         self.output_dir = Path(output_dir)
         self.checkpoint_path = self.output_dir / "checkpoint.pt"
         self.epoch = 0  # epochs finished
@@ -240,6 +255,9 @@ class Trainer:
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
         return self.history
 
     def _on_signal(self, signum: int, frame: object) -> None:
@@ -314,9 +332,12 @@ class Trainer:
                 self._record_metrics(epoch)
         self.epoch, self.step, self.partial_sums, self.seconds = epoch, 0, {}, 0.0
         if main:
-            if epoch == 1 or epoch % self.sample_every == 0 or epoch == self.num_epochs:
+            grids = epoch == 1 or epoch % self.sample_every == 0 or epoch == self.num_epochs
+            if grids:
                 self.save_samples(epoch)
             self._write_logs(final=epoch == self.num_epochs)
+            if self.tensorboard:
+                self._write_tensorboard(epoch, row, grids)
             for name, model in self.exported_models().items():
                 save_model(model, self.output_dir / f"{name}.pt", epoch=epoch, dataset=self.config.get("dataset", {}))
             self._save_checkpoint()
@@ -368,6 +389,27 @@ class Trainer:
         self.best = {"epoch": epoch, "metric": metric, "value": metrics[metric], "file": path.name, "metrics": metrics}
 
     # ------------------------------------------------------------------ logs
+
+    def _write_tensorboard(self, epoch: int, row: dict, grids: bool) -> None:
+        """This epoch's row of losses.csv, its metrics and its sample grids, at step `epoch`."""
+        if self._writer is None:  # purge_step: a resumed run drops the events logged after its checkpoint
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(str(self.output_dir / "tensorboard"), purge_step=epoch)
+        writer = self._writer
+        for name, value in row.items():
+            if name != "epoch":
+                writer.add_scalar(f"losses/{name}", value, epoch)
+        if self.metrics and self.metrics[-1]["epoch"] == epoch:
+            for name, value in self.metrics[-1].items():
+                if name != "epoch":
+                    writer.add_scalar(f"metrics/{name}", value, epoch)
+        if grids:
+            for path in sorted(self.output_dir.glob(f"*_epoch_{epoch}.png")):  # the grids save_samples wrote
+                with Image.open(path) as image:
+                    pixels = torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1)
+                writer.add_image(path.stem.removesuffix(f"_epoch_{epoch}"), pixels, epoch)
+        writer.flush()
 
     def _write_logs(self, final: bool) -> None:
         names = list(dict.fromkeys(k for row in self.history for k in row))

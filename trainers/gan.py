@@ -54,6 +54,7 @@ class GANTrainer(Trainer):
         eval_every: int | None = None,
         metrics_features: str = "auto",
         inception_weights: str = "",
+        tensorboard: bool = False,
         num_threads: int | str = "auto",
         amp: bool = False,
         channels_last: bool = False,
@@ -100,6 +101,7 @@ class GANTrainer(Trainer):
             eval_every=eval_every,
             metrics_features=metrics_features,
             inception_weights=inception_weights,
+            tensorboard=tensorboard,
         )
         self.generator, self.discriminator = generator, discriminator
         self.ema = models.get("generator_ema")

@@ -53,6 +53,7 @@ class VAETrainer(Trainer):
         eval_every: int | None = None,
         metrics_features: str = "auto",
         inception_weights: str = "",
+        tensorboard: bool = False,
         iw_samples: int = 200,
         num_threads: int | str = "auto",
         amp: bool = False,
@@ -87,6 +88,7 @@ class VAETrainer(Trainer):
             eval_every=eval_every,
             metrics_features=metrics_features,
             inception_weights=inception_weights,
+            tensorboard=tensorboard,
         )
         self.vae, self.test_loader, self.iw_samples = vae, test_loader, iw_samples
         self.fixed_noise = self.make_fixed_noise(vae.latent_dim)
