@@ -41,10 +41,10 @@ def test_oneclass_benchmark_trains_each_class_and_prints_its_auroc_table(
     results = benchmark.main([*argv, "--output-dir", str(tmp_path), "--device", "cpu"])
     assert set(results["mnist"]) == {"0", "3"}
     for row in results["mnist"].values():
-        assert set(row) == {"reconstruction", "elbo", "nll", "seconds"}
-        assert all(0 <= row[score] <= 100 for score in ("reconstruction", "elbo", "nll"))
+        assert set(row) == {"reconstruction", "elbo", "nll", "spec", "seconds"}
+        assert all(0 <= row[score] <= 100 for score in ("reconstruction", "elbo", "nll", "spec"))
     out = capsys.readouterr().out
-    assert "| **mean** |" in out and "AUROC, score `nll`" in out
+    assert "| **mean** |" in out and "`nll`" in out and "SPEC's BCE" in out
     assert (tmp_path / "oneclass.md").read_text().count("\n| 3 |") == 1
     # Each class is the user's flow: a VAE trained on that digit only, then the detection script's files.
     assert (tmp_path / "mnist" / "3" / "vae.pt").is_file()
