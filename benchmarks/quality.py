@@ -47,13 +47,16 @@ from utils import require, run_cli  # noqa: E402
 
 RUNS = ("gan", "gan_plain", "dcgan", "vae")
 COLUMNS = {  # metric key -> table heading (arrows: which way is better)
+    "fid": "Inception FID ↓",
     "frechet_distance": "FD ↓",
     "kid": "KID ↓",
+    "inception_score": "Inception score ↑",
     "classifier_score": "score ↑",
     "class_entropy_bits": "class entropy (bits)",
     "precision": "precision ↑",
     "recall": "recall ↑",
-    "neg_elbo": "−ELBO (nats) ↓",
+    "neg_elbo": "−ELBO, 1 sample (nats) ↓",
+    "test_nll_iw": "−log p(x), IW (nats) ↓",
     "reconstruction_bce": "BCE (nats)",
     "kl": "KL (nats)",
 }
@@ -136,6 +139,24 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def protocol_lines(rows: list[dict]) -> list[str]:
+    """How the table's numbers were measured (from each run's metrics_protocol): no number without it."""
+    lines = []
+    for row in rows:
+        protocol = row.get("protocol") or {}
+        generator = protocol.get("generator_metrics")
+        if generator:
+            counts = f"{generator['generated_images']} generated against {generator['real_images']} real images"
+            lines.append(
+                f"- {row['run']}: {generator['features']}; {counts} ({generator['real_split']} split); "
+                f"resize: {generator['resize']}"
+            )
+        for key in ("neg_elbo", "test_nll_iw"):
+            if key in protocol:
+                lines.append(f"- {row['run']}, {key}: {protocol[key]}")
+    return lines
+
+
 def _format(value: float | None) -> str:
     if value is None:
         return "–"
@@ -185,6 +206,7 @@ def main(argv: list[str] | None = None) -> None:
                 "minutes": round(sum(row["seconds"] for row in run.history) / 60, 1),
                 "wall_minutes": round((time.perf_counter() - began) / 60, 1),
                 "metrics": run.metrics[-1] if run.metrics else {},
+                "protocol": run.metrics_protocol(),
                 "kwargs": {"model": model, "dataset": dataset, "trainer": trainer},
             }
         )
@@ -207,7 +229,7 @@ def main(argv: list[str] | None = None) -> None:
         for data, ref in references.items()
         if ref
     ]
-    text = "\n".join([table, "", *accuracies])
+    text = "\n".join([table, "", *protocol_lines(rows), *accuracies])
     print("\n" + text)
     (args.output_dir / "quality.md").write_text(text + "\n")
     (args.output_dir / "quality.json").write_text(json.dumps(rows, indent=2, default=str) + "\n")

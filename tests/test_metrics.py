@@ -339,6 +339,9 @@ def test_quality_benchmark_tabulates_runs_and_the_real_reference(mnist, tmp_path
     assert table in capsys.readouterr().out
     for fragment in ("| gan | mnist | 1 |", "| vae | mnist | 1 |", "| real data | mnist |", "FD ↓", "−ELBO"):
         assert fragment in table
+    # No number without its protocol: the features, image counts and split, and the VAE's estimators.
+    assert "- gan: in-domain classifier 'mnist'" in table and "generated against" in table
+    assert "- vae, test_nll_iw: importance-weighted -log p(x)" in table
     rows = json.loads((tmp_path / "quality.json").read_text())
     assert [row["run"] for row in rows] == ["gan", "vae", "real data"]
     assert rows[-1]["metrics"]["frechet_distance"] < rows[0]["metrics"]["frechet_distance"]
