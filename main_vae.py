@@ -30,6 +30,7 @@ dataset_kwargs = {
 trainer_kwargs = {
     "num_epochs": 50,  # (change, if required)
     "lr": 1e-3,  # (change, if required)
+    "beta": 1.0,  # weight of the KL term in training (1: the ELBO); test_loss is always the true -ELBO
     "output_dir": "mnist_VAE",  # (change, if required)
     "seed": 0,
     "device": "auto",  # cuda, then mps, then cpu

@@ -295,3 +295,10 @@ def test_tensorboard_without_its_package_is_a_one_line_error(tiny: Tiny, tmp_pat
     with pytest.raises(UserError, match="tensorboard=True needs the tensorboard package: pip install tensorboard"):
         train_gan(FCGenerator, FCDiscriminator, *tiny.gan(tmp_path, tensorboard=True))
     assert not (tmp_path / "checkpoint.pt").exists()
+
+
+def test_vae_beta_weighs_the_kl_in_training_only(tiny: Tiny, tmp_path: Path) -> None:
+    run = train_vae(VAE, *tiny.vae(tmp_path, num_epochs=1, beta=0.25, iw_samples=2))
+    row = run.history[0]
+    assert row["loss"] == pytest.approx(row["reconstruction"] + 0.25 * row["kl"], rel=1e-5)
+    assert row["test_loss"] == pytest.approx(row["test_reconstruction"] + row["test_kl"], rel=1e-5)  # the true ELBO

@@ -18,7 +18,8 @@ from utils import pick_device, require
 
 
 class VAETrainer(Trainer):
-    """Minimises the negative ELBO, reconstruction BCE + KL (Kingma & Welling, 2014), with Adam.
+    """Minimises the negative ELBO, reconstruction BCE + KL (Kingma & Welling, 2014), with Adam; `beta` weighs
+    the KL term in training (a beta-VAE), while the test numbers stay the true ELBO's (beta = 1).
 
     Every epoch it also measures the same loss on the test split (`test_loss`, nats per image),
     sampling z ~ q(z|x) as training does (its own seeded RNG, so the number repeats), and the
@@ -45,6 +46,7 @@ class VAETrainer(Trainer):
         *,
         num_epochs: int = 50,
         lr: float = 0.001,
+        beta: float = 1.0,
         output_dir: str = "mnist_VAE",
         seed: int = 0,
         device: str = "auto",
@@ -62,6 +64,7 @@ class VAETrainer(Trainer):
         cuda_graphs: bool = True,
     ) -> None:
         require(iw_samples >= 1, f"trainer_kwargs['iw_samples'] must be 1 or more, got {iw_samples}")
+        require(beta >= 0, f"trainer_kwargs['beta'] must be 0 or more, got {beta}")
         device = pick_device(device)
         vae.to(device)
         self.speed = Speed(
@@ -90,7 +93,7 @@ class VAETrainer(Trainer):
             inception_weights=inception_weights,
             tensorboard=tensorboard,
         )
-        self.vae, self.test_loader, self.iw_samples = vae, test_loader, iw_samples
+        self.vae, self.test_loader, self.iw_samples, self.beta = vae, test_loader, iw_samples, beta
         self.fixed_noise = self.make_fixed_noise(vae.latent_dim)
         self.call_vae = self.speed.compiled(distributed.wrap(vae))  # under torchrun: DDP averages the gradients
         self.run_step = self.speed.step(self.train_step, self.optimizers.values())
@@ -99,7 +102,7 @@ class VAETrainer(Trainer):
         x = self.speed.batch(x)
         with self.speed.autocast():
             out = self.call_vae(x)
-        per_image = vae_negative_elbo(x, **{name: value.float() for name, value in out.items()})
+        per_image = vae_negative_elbo(x, **{name: value.float() for name, value in out.items()}, beta=self.beta)
         terms = {name: value.mean() for name, value in per_image.items()}
         self.optimizers["vae"].zero_grad(set_to_none=True)
         terms["loss"].backward()
