@@ -25,7 +25,7 @@ from PIL import Image
 from torch import nn
 
 from trainers.setup import check_output_dir
-from utils import analysis_main, load_trained, pick_device, require, resolve_weights, run_cli
+from utils import analysis_main, generated_images, load_trained, pick_device, require, resolve_weights, run_cli
 
 weights_path = ""  # point to the respective directory and .pt file (generator.pt or vae.pt)
 output_dir = ""  # where the samples are written (empty: a folder 'samples' beside the weights)
@@ -43,15 +43,9 @@ GENERATORS = ("FCGenerator", "DCGANGenerator", "VAE")
 FORMATS = ("png", "npz")
 
 
-@torch.no_grad()
 def sample_uint8(model: nn.Module, z: torch.Tensor, normalize: bool) -> np.ndarray:
-    """Latents (N, D) -> uint8 images (N, H, W, C) in the model's trained range mapped to [0, 255]."""
-    if hasattr(model, "decode"):  # VAE: sigmoid output, already in [0, 1]
-        images = model.decode(z)
-    else:  # GAN: tanh output in the range of the data it was trained on
-        images = model(z)
-        images = (images + 1) / 2 if normalize else images
-    images = images.clamp(0, 1).reshape(len(z), *model.image_shape)
+    """Latents (N, D) -> uint8 images (N, H, W, C), the model's trained range mapped to [0, 255]."""
+    images = generated_images(model, z, normalize)
     return images.mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
@@ -76,7 +70,7 @@ def run_generate(
         path, torch_device, GENERATORS, "sampling", f"use the generator, {path.parent / 'generator.pt'}"
     )
     check_output_dir(str(folder))
-    normalize = dataset.get("normalize", True) and not hasattr(model, "decode")
+    normalize = dataset.get("normalize", True)
     rng = torch.Generator().manual_seed(seed)  # on the CPU: the same latents on every device
     z = torch.randn(num_samples, model.latent_dim, generator=rng)
     batches = [sample_uint8(model, chunk.to(torch_device), normalize) for chunk in z.split(batch_size)]

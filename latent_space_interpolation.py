@@ -28,6 +28,7 @@ from datasets import load_test_images, to_float
 from trainers.setup import check_output_dir
 from utils import (
     analysis_main,
+    generated_images,
     load_trained,
     pick_device,
     require,
@@ -113,17 +114,11 @@ def vae_endpoints(
     return mu[:num_rows], mu[num_rows:]
 
 
-@torch.no_grad()
 def render_paths(model: nn.Module, paths: torch.Tensor, normalize: bool) -> torch.Tensor:
     """Latent paths (R, S, D) -> images (R, S, C, H, W) in [0, 1]."""
     rows, steps, dim = paths.shape
-    z = paths.reshape(rows * steps, dim)
-    if hasattr(model, "decode"):  # VAE: sigmoid output, already in [0, 1]
-        images = model.decode(z)
-    else:  # GAN: tanh output in the range of the data it was trained on
-        images = model(z)
-        images = (images + 1) / 2 if normalize else images
-    return images.clamp(0, 1).reshape(rows, steps, *model.image_shape).cpu()
+    images = generated_images(model, paths.reshape(rows * steps, dim), normalize)
+    return images.reshape(rows, steps, *model.image_shape).cpu()
 
 
 def to_pil(grid: torch.Tensor, scale: int = 1) -> Image.Image:

@@ -317,6 +317,18 @@ def _build_model(checkpoint: dict, path: str | Path, device: str | torch.device,
     return model.to(device).eval()
 
 
+@torch.no_grad()
+def generated_images(model: nn.Module, z: torch.Tensor, normalize: bool) -> torch.Tensor:
+    """Latents (N, D) of a generator or VAE -> images (N, C, H, W) in [0, 1]: a VAE decodes to [0, 1]; a
+    GAN's tanh output is in the range of the data it was trained on ([-1, 1] when `normalize`)."""
+    if hasattr(model, "decode"):
+        images = model.decode(z)
+    else:
+        images = model(z)
+        images = (images + 1) / 2 if normalize else images
+    return images.clamp(0, 1).reshape(len(z), *model.image_shape)
+
+
 def load_state(model: nn.Module, state_dict: dict, source: str | Path) -> None:
     """load_state_dict that reports a mismatch in one line: which keys are missing or unexpected."""
     own = model.state_dict()
