@@ -190,6 +190,27 @@ def small_mnist(tmp_path: Path) -> Path:
     return root
 
 
+def test_a_classifier_in_a_read_only_data_folder_is_used(
+    small_mnist: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    monkeypatch.delenv("CLASSIFIER_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    dataset = {"dataset_type": "mnist", "root": str(small_mnist)}
+    _, record = get_classifier(data_source(dataset), epochs=1, max_samples=256)  # cached in small/classifiers
+    folders = (small_mnist / "classifiers", small_mnist)
+    for folder in folders:
+        folder.chmod(0o555)  # now read-only, like a shared copy of the data
+    try:
+        source = data_source(dataset)
+        capsys.readouterr()
+        _, again = get_classifier(source, epochs=1, max_samples=256)
+    finally:
+        for folder in folders:
+            folder.chmod(0o755)
+    assert source.cache_dir.parent == tmp_path / "cache" / "gan-quality-classifiers"  # new files would go here
+    assert again == record and "training" not in capsys.readouterr().out  # but the shipped one is read
+
+
 def test_classifier_cache_round_trip(small_mnist: Path, capsys) -> None:
     source = data_source({"dataset_type": "mnist", "root": str(small_mnist)})
     model, record = get_classifier(source, epochs=1, max_samples=256)

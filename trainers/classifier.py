@@ -7,6 +7,7 @@ A classifier is trained on the real training split the first time a run needs it
   where that may be written; a data folder whose permission bits deny writing (a shared read-only
   copy) is left alone, even by root;
 - else `~/.cache/gan-quality-classifiers/<the data folder's path, as one name>` ($XDG_CACHE_HOME if set).
+A classifier already in `<root>/classifiers` is read from there even where that folder is read-only.
 A cached file is reused only if it was trained on the same kind of data with the same budget.
 """
 
@@ -62,6 +63,7 @@ class DataSource:
     train_root: str
     test_root: str  # differs from train_root only for an image folder (its sibling test/ folder)
     cache_dir: Path
+    shared_dir: Path | None = None  # the data's own classifiers/ folder where it is not cache_dir (read-only)
 
     @property
     def recipe(self) -> Recipe:
@@ -81,7 +83,8 @@ def data_source(dataset: dict, cache_dir: str | Path | None = None) -> DataSourc
     dataset_type = dataset.get("dataset_type", "mnist")
     root = Path(dataset.get("root", "data"))
     if dataset_type in RECIPES:
-        return DataSource(dataset_type, dataset_type, str(root), str(root), Path(cache_dir or default_cache_dir(root)))
+        cache = Path(cache_dir or default_cache_dir(root))
+        return DataSource(dataset_type, dataset_type, str(root), str(root), cache, _shared(root, cache))
     if dataset_type != "image_folder":
         raise Unsupported(f"no classifier for dataset_type '{dataset_type}'")
     names = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
@@ -91,7 +94,12 @@ def data_source(dataset: dict, cache_dir: str | Path | None = None) -> DataSourc
     if test_root is None:
         raise Unsupported(f"the image folder '{root}' has no test split beside it (a train/ and a test/ folder)")
     cache = Path(cache_dir or default_cache_dir(root.parent))
-    return DataSource("cifar10", "image_folder", str(root), str(test_root), cache)
+    return DataSource("cifar10", "image_folder", str(root), str(test_root), cache, _shared(root.parent, cache))
+
+
+def _shared(data_folder: Path, cache: Path) -> Path | None:
+    beside = data_folder / "classifiers"
+    return beside if beside.is_dir() and beside != cache else None
 
 
 def default_cache_dir(data_folder: Path) -> Path:
@@ -143,6 +151,8 @@ def get_classifier(
         model, record = _IN_MEMORY[key]
         return model.to(device).eval(), record
     cached = _read_cache(source.cache_path, budget)
+    if cached is None and source.shared_dir is not None:  # e.g. a read-only copy shipped with the data
+        cached = _read_cache(source.shared_dir / source.cache_path.name, budget)
     if cached is not None:
         return cached[0].to(device).eval(), cached[1]
     model, record = train_classifier(source, device, epochs, max_samples, seed)
