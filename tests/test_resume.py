@@ -30,8 +30,8 @@ from helpers import (
     state_dicts_equal,
     weights,
 )
-from models import DCGANDiscriminator, DCGANGenerator
-from trainers import GANTrainer, VAETrainer, train_gan
+from models import VAE, DCGANDiscriminator, DCGANGenerator
+from trainers import GANTrainer, VAETrainer, train_gan, train_vae
 from utils import UserError, atomic_file, write_json
 
 LOSS_COLUMNS = {"gan": ["d_loss", "g_loss", "d_real", "d_fake"], "vae": ["loss", "test_loss", "kl"]}
@@ -352,3 +352,16 @@ def test_sigint_then_rerun_equals_an_uninterrupted_run(long_run, tmp_path: Path)
     assert f"step {checkpoint['step']})" in result.stdout  # "resuming from ... (epoch E, step S)"
     assert _same_weights("gan", out, reference)
     assert [int(r["epoch"]) for r in read_csv(out / "losses.csv")[1]] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_checkpoint_older_than_a_key_resumes_at_that_keys_default(tiny: Tiny, tmp_path: Path) -> None:
+    """A key added after the checkpoint was written (here the VAE's beta) is what the older code did when it
+    is at its default; any other value is another run."""
+    train_vae(VAE, *tiny.vae(tmp_path, num_epochs=1, iw_samples=2))
+    checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    del checkpoint["config"]["trainer"]["beta"]
+    torch.save(checkpoint, tmp_path / "checkpoint.pt")
+    with pytest.raises(UserError, match=r"trained with beta=None, now beta=0.5"):
+        train_vae(VAE, *tiny.vae(tmp_path, num_epochs=2, iw_samples=2, beta=0.5))
+    run = train_vae(VAE, *tiny.vae(tmp_path, num_epochs=2, iw_samples=2))
+    assert [row["epoch"] for row in run.history] == [1, 2]

@@ -21,13 +21,14 @@ from PIL import Image  # noqa: E402
 from torch import nn  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from datasets import Loader  # noqa: E402
+from datasets import Loader, make_loader  # noqa: E402
 from trainers import distributed  # noqa: E402
 from trainers.metrics import GeneratorEvaluator, check_metrics_features, make_generator_evaluator  # noqa: E402
 from utils import (  # noqa: E402
     UserError,
     atomic_file,
     atomic_save,
+    keyword_defaults,
     load_state,
     read_checkpoint,
     require,
@@ -545,11 +546,24 @@ class Trainer:
         where = f"epoch {self.epoch}" + (f", step {self.step}" if self.step else "")
         print(f"resuming from {path} ({where}); resume=False starts over")
 
+    def _key_defaults(self, section: str) -> dict:
+        """The keyword defaults behind one section of the config (trainer, dataset or a model's kwargs)."""
+        if section == "trainer":
+            return keyword_defaults(type(self))
+        if section == "dataset":
+            return keyword_defaults(make_loader)
+        model = self.models.get(section)
+        return keyword_defaults(type(model)) if model is not None else {}
+
     def _check_same_run(self, saved: dict, path: Path) -> None:
         for section, values in self.config.items():
             old = saved.get(section, {})
+            # A key newer than the checkpoint, at its default, is what the older code did.
+            defaults = self._key_defaults(section)
             for key in sorted(set(values) | set(old)):
                 if key in RESUMABLE_CHANGES or values.get(key) == old.get(key):
+                    continue
+                if key not in old and key in defaults and values[key] == defaults[key]:
                     continue
                 raise UserError(
                     f"'{path}' was trained with {key}={old.get(key)!r}, now {key}={values.get(key)!r}: "
