@@ -34,12 +34,14 @@ trainer_kwargs = {
     "num_epochs": 200,  # (change, if required)
     "generator_lr": 0.0002,
     "discriminator_lr": 0.0002,
+    "loss": "bce",  # bce (the SPEC's), hinge, least_squares or wgan_gp (objectives in trainers/objectives.py)
+    "d_steps": 1,  # discriminator steps per generator step (wgan_gp: usually 5)
     "output_dir": "mnist_GAN",  # (change, if required)
     "seed": 0,
     "device": "auto",  # cuda, then mps, then cpu
     "sample_every": 10,  # epochs between sample grids (the first and last are always drawn)
     "resume": "auto",  # continue from output_dir/checkpoint.pt if there is one; False starts over
-    "label_smoothing": 0.1,  # the discriminator's target for real images is 1 - label_smoothing
+    "label_smoothing": 0.1,  # loss bce: the discriminator's target for real images is 1 - label_smoothing
     "ema_decay": 0.999,  # grids and generator.pt use an exponential moving average of the weights; 0: off
     "eval_every": None,  # epochs between quality metrics (metrics.csv, metrics.json); None: after the last only
     "metrics_features": "auto",  # auto (Inception if its FID weights are in torch hub's cache), inception, classifier

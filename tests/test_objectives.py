@@ -9,7 +9,14 @@ import torch
 import torch.nn.functional as F
 
 from models import VAE
-from trainers.objectives import vae_importance_weighted_nll, vae_negative_elbo
+from trainers.objectives import (
+    GAN_LOSSES,
+    gan_discriminator_loss,
+    gan_generator_loss,
+    gradient_penalty,
+    vae_importance_weighted_nll,
+    vae_negative_elbo,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -86,3 +93,93 @@ def test_importance_weighted_nll_is_seeded_and_below_the_elbo_on_average() -> No
     with torch.no_grad():
         elbo = vae_negative_elbo(x, **vae(x))["loss"]
     assert first.mean() < elbo.mean()
+
+
+# ---------------------------------------------------------------------------- GANs
+
+
+def test_gan_losses_at_known_discriminator_outputs() -> None:
+    d_real, d_fake = torch.tensor([2.0, -1.0]), torch.tensor([0.5, -3.0])
+    sigmoid = torch.sigmoid
+
+    def mean(values: list[float]) -> float:
+        return sum(values) / len(values)
+
+    log_d_real = [math.log(sigmoid(v).item()) for v in d_real]
+    log_1_minus_d_real = [math.log(1 - sigmoid(v).item()) for v in d_real]
+    bce_fake = -mean([math.log(1 - sigmoid(v).item()) for v in d_fake])
+    bce_d = -mean(log_d_real) + bce_fake
+    expected_d = {
+        "bce": bce_d,
+        "hinge": mean([max(0, 1 - 2.0), max(0, 1 + 1.0)]) + mean([max(0, 1 + 0.5), max(0, 1 - 3.0)]),
+        "least_squares": 0.5 * mean([(2.0 - 1) ** 2, (-1.0 - 1) ** 2]) + 0.5 * mean([0.25, 9.0]),
+        "wgan_gp": mean([0.5, -3.0]) - mean([2.0, -1.0]),
+    }
+    expected_g = {
+        "bce": -mean([math.log(sigmoid(v).item()) for v in d_fake]),
+        "hinge": -mean([0.5, -3.0]),
+        "least_squares": 0.5 * mean([(0.5 - 1) ** 2, (-3.0 - 1) ** 2]),
+        "wgan_gp": -mean([0.5, -3.0]),
+    }
+    for loss in GAN_LOSSES:
+        assert gan_discriminator_loss(loss, d_real, d_fake).item() == pytest.approx(expected_d[loss], rel=1e-5)
+        assert gan_generator_loss(loss, d_fake).item() == pytest.approx(expected_g[loss], rel=1e-5)
+    # Label smoothing: the real target 0.9 mixes the two log terms of the real images.
+    smoothed = -mean([0.9 * a + 0.1 * b for a, b in zip(log_d_real, log_1_minus_d_real, strict=True)]) + bce_fake
+    assert gan_discriminator_loss("bce", d_real, d_fake, real_target=0.9).item() == pytest.approx(smoothed, rel=1e-5)
+    with pytest.raises(ValueError, match="unknown GAN loss 'wasserstein'"):
+        gan_generator_loss("wasserstein", d_fake)
+
+
+def test_gradient_penalty_of_a_linear_critic() -> None:
+    """D(x) = w.x has gradient w everywhere: the penalty is (|w| - 1)^2 wherever x_hat falls."""
+    critic = torch.nn.Linear(4, 1, bias=False)
+    with torch.no_grad():
+        critic.weight.copy_(torch.tensor([[3.0, 0.0, 4.0, 0.0]]))  # |w| = 5
+    penalty = gradient_penalty(critic, torch.randn(6, 4), torch.randn(6, 4))
+    assert penalty.item() == pytest.approx(16.0, rel=1e-5)
+    penalty.backward()  # differentiable in the critic's weights, as the critic's loss needs
+    assert critic.weight.grad is not None and critic.weight.grad.abs().sum() > 0
+
+
+def _ring(n: int, generator: torch.Generator) -> torch.Tensor:
+    """A ring of 8 Gaussians of radius 2 (std 0.05), the usual 2-D test of a GAN objective."""
+    angles = torch.randint(0, 8, (n,), generator=generator) * (2 * math.pi / 8)
+    centres = 2 * torch.stack([angles.cos(), angles.sin()], 1)
+    return centres + 0.05 * torch.randn(n, 2, generator=generator)
+
+
+@pytest.mark.parametrize(("loss", "d_steps"), [("bce", 1), ("hinge", 1), ("least_squares", 1), ("wgan_gp", 5)])
+def test_each_gan_objective_moves_samples_toward_a_ring(loss: str, d_steps: int) -> None:
+    torch.manual_seed(0)
+    data = torch.Generator().manual_seed(1)
+    generator = torch.nn.Sequential(torch.nn.Linear(2, 64), torch.nn.ReLU(), torch.nn.Linear(64, 2))
+    critic = torch.nn.Sequential(
+        torch.nn.Linear(2, 64), torch.nn.LeakyReLU(0.2), torch.nn.Linear(64, 64), torch.nn.LeakyReLU(0.2),
+        torch.nn.Linear(64, 1),
+    )
+    betas = (0.5, 0.9) if loss == "wgan_gp" else (0.5, 0.999)
+    g_opt = torch.optim.Adam(generator.parameters(), 1e-3, betas=betas)
+    d_opt = torch.optim.Adam(critic.parameters(), 1e-3, betas=betas)
+
+    def distance_to_ring() -> float:
+        with torch.no_grad():
+            samples = generator(torch.randn(2000, 2, generator=torch.Generator().manual_seed(2)))
+        return (samples.norm(dim=1) - 2).abs().mean().item()
+
+    before = distance_to_ring()
+    for step in range(1, 301 * d_steps):
+        real, fake = _ring(128, data), generator(torch.randn(128, 2))
+        d_loss = gan_discriminator_loss(loss, critic(real), critic(fake.detach()))
+        if loss == "wgan_gp":
+            d_loss = d_loss + 10 * gradient_penalty(critic, real, fake.detach())
+        d_opt.zero_grad()
+        d_loss.backward()
+        d_opt.step()
+        if step % d_steps == 0:
+            g_loss = gan_generator_loss(loss, critic(fake))
+            g_opt.zero_grad()
+            g_loss.backward()
+            g_opt.step()
+    after = distance_to_ring()
+    assert after < 0.5 * before, (before, after)

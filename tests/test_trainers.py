@@ -302,3 +302,22 @@ def test_vae_beta_weighs_the_kl_in_training_only(tiny: Tiny, tmp_path: Path) -> 
     row = run.history[0]
     assert row["loss"] == pytest.approx(row["reconstruction"] + 0.25 * row["kl"], rel=1e-5)
     assert row["test_loss"] == pytest.approx(row["test_reconstruction"] + row["test_kl"], rel=1e-5)  # the true ELBO
+
+
+@pytest.mark.parametrize(("loss", "d_steps"), [("hinge", 1), ("least_squares", 1), ("wgan_gp", 5)])
+def test_gan_trains_with_each_objective(tiny: Tiny, tmp_path: Path, loss: str, d_steps: int, capsys) -> None:
+    """One key switches the objective; with d_steps the generator steps on every d_steps-th batch only."""
+    run = train_gan(FCGenerator, FCDiscriminator, *tiny.gan(tmp_path, num_epochs=2, loss=loss, d_steps=d_steps))
+    assert all(math.isfinite(v) for row in run.history for v in row.values())
+    assert (tmp_path / "generator.pt").is_file() and (tmp_path / "generated_image_epoch_2.png").is_file()
+    batches = 2 * len(run.loader)
+    steps = {name: next(iter(opt.state.values()))["step"].item() for name, opt in run.optimizers.items()}
+    assert steps == {"discriminator": batches, "generator": batches // d_steps}
+    assert "label_smoothing applies to loss 'bce' only" in capsys.readouterr().out  # tiny.gan keeps 0.1
+
+
+def test_unknown_gan_loss_is_a_one_line_error(tiny: Tiny, tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="trainer_kwargs\\['loss'\\] must be one of bce, hinge, least_squares, wgan_gp"):
+        train_gan(FCGenerator, FCDiscriminator, *tiny.gan(tmp_path, loss="wasserstein"))
+    with pytest.raises(UserError, match="d_steps'\\] must be 1 or more"):
+        train_gan(FCGenerator, FCDiscriminator, *tiny.gan(tmp_path, d_steps=0))

@@ -6,24 +6,26 @@ import copy
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torchvision.utils import save_image
 
 from datasets import Loader, make_loader
 from trainers import distributed
 from trainers.base import Trainer
+from trainers.objectives import GAN_LOSSES, gan_discriminator_loss, gan_generator_loss, gradient_penalty
 from trainers.setup import prepare_run
 from trainers.speed import Speed
-from utils import pick_device
+from utils import pick_device, require
 
 
 class GANTrainer(Trainer):
-    """Alternates a discriminator step and a generator step per batch (Goodfellow et al., 2014).
+    """A discriminator step on every batch and a generator step on every `d_steps`-th (Goodfellow et al., 2014).
 
-    The generator uses the non-saturating loss -log D(G(z)); `label_smoothing` makes the
-    discriminator's target for real images 1 - label_smoothing (Salimans et al., 2016), which
-    keeps it from becoming over-confident early on. `num_threads`, `cuda_graphs`, `amp`,
+    The objective is `loss` (trainers/objectives.py): "bce", the non-saturating loss -log D(G(z)),
+    where `label_smoothing` makes the discriminator's target for real images 1 - label_smoothing
+    (Salimans et al., 2016); "hinge"; "least_squares"; or "wgan_gp" (with `gp_weight`, usually with
+    d_steps 5). losses.csv's `d_real` and `d_fake` are the mean D(x) and D(G(z)): probabilities for
+    bce, the raw critic outputs otherwise. `num_threads`, `cuda_graphs`, `amp`,
     `channels_last` and `compile` are speed settings (trainers/speed.py). Under torchrun both
     models train in DistributedDataParallel; `sync_batchnorm` then computes BatchNorm statistics
     over the batches of all processes (CUDA only) instead of each process's own
@@ -44,6 +46,9 @@ class GANTrainer(Trainer):
         generator_lr: float = 0.0002,
         discriminator_lr: float = 0.0002,
         beta1: float = 0.5,
+        loss: str = "bce",
+        d_steps: int = 1,
+        gp_weight: float = 10.0,
         label_smoothing: float = 0.1,
         ema_decay: float = 0.999,
         output_dir: str = "mnist_GAN",
@@ -62,7 +67,21 @@ class GANTrainer(Trainer):
         cuda_graphs: bool = True,
         sync_batchnorm: bool = False,
     ) -> None:
+        require(loss in GAN_LOSSES, f"trainer_kwargs['loss'] must be one of {', '.join(GAN_LOSSES)}, got {loss!r}")
+        require(d_steps >= 1, f"trainer_kwargs['d_steps'] must be 1 or more, got {d_steps}")
+        require(
+            loss != "wgan_gp" or distributed.world_size() == 1,
+            "loss 'wgan_gp' does not run under torchrun (DDP cannot differentiate its gradient penalty): "
+            "use one process, or another loss",
+        )
+        if label_smoothing and loss != "bce":
+            print(f"note: label_smoothing applies to loss 'bce' only; loss '{loss}' ignores it")
+        # A CUDA graph replays the same kernels every step: a generator step on every d_steps-th batch
+        # and the penalty's double backward are Python-side choices it would freeze, so they run eagerly.
+        eager = loss == "wgan_gp" or d_steps > 1
         device = pick_device(device)
+        if eager and cuda_graphs and device.type == "cuda":
+            print(f"note: cuda_graphs off: loss '{loss}' with d_steps {d_steps} runs eagerly")
         generator.to(device)
         discriminator.to(device)
         if sync_batchnorm:
@@ -74,7 +93,7 @@ class GANTrainer(Trainer):
             amp=amp,
             channels_last=channels_last,
             compile=compile,
-            cuda_graphs=cuda_graphs,
+            cuda_graphs=cuda_graphs and not eager,
         )
         opts = self.speed.adam_options()
         optimizers = {
@@ -106,7 +125,8 @@ class GANTrainer(Trainer):
         self.generator, self.discriminator = generator, discriminator
         self.ema = models.get("generator_ema")
         self.sampler = self.ema if self.ema is not None else generator  # draws the grids, metrics and generator.pt
-        self.real_target = 1.0 - label_smoothing
+        self.loss, self.d_steps, self.gp_weight = loss, d_steps, gp_weight
+        self.real_target = 1.0 - label_smoothing if loss == "bce" else 1.0
         self.fixed_noise = self.make_fixed_noise(generator.latent_dim)
         # What a step calls, and the tensors it updates: looked up once, not every step. Under torchrun
         # g and d are in DDP; the generator step calls the plain discriminator (`d_plain`): it computes no
@@ -133,36 +153,40 @@ class GANTrainer(Trainer):
         z = torch.randn(len(real), self.generator.latent_dim, device=real.device)
         with self.speed.autocast():
             fake = self.g(z)
-            # Discriminator: real -> (smoothed) 1, fake -> 0. detach(): this step leaves G alone.
+            # Discriminator: real against fake. detach(): this step leaves G alone.
             if self.joint_d_pass:
                 logits = self.d(torch.cat([real, fake.detach().reshape(real.shape)])).float()
                 d_real, d_fake = logits[: len(real)], logits[len(real) :]
             else:
                 d_real = self.d(real).float()
                 d_fake = self.d(fake.detach()).float()
-        d_loss = F.binary_cross_entropy_with_logits(
-            d_real, torch.full_like(d_real, self.real_target)
-        ) + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))
+        d_loss = gan_discriminator_loss(self.loss, d_real, d_fake, self.real_target)
+        if self.loss == "wgan_gp":
+            d_loss = d_loss + self.gp_weight * gradient_penalty(self.d, real, fake.detach())
         self.optimizers["discriminator"].zero_grad(set_to_none=True)
         d_loss.backward()
         self.optimizers["discriminator"].step()
 
-        # Generator: make the updated discriminator call its images real. Gradients for G only:
+        # Generator: fool the updated discriminator, on every d_steps-th batch. Gradients for G only:
         # D's would be thrown away by its next zero_grad, so they are not computed.
-        with self.speed.autocast():
+        batch_number = self.epoch * len(self.loader) + self.step + 1  # from the checkpoint's counters on resume
+        generator_step = batch_number % self.d_steps == 0
+        with self.speed.autocast(), torch.set_grad_enabled(generator_step):
             d_gen = self.d_plain(fake).float()
-        g_loss = F.binary_cross_entropy_with_logits(d_gen, torch.ones_like(d_gen))
-        self.optimizers["generator"].zero_grad(set_to_none=True)
-        g_loss.backward(inputs=self.generator_parameters)
-        self.optimizers["generator"].step()
-        if self.ema is not None:
-            self._update_ema()
+        g_loss = gan_generator_loss(self.loss, d_gen)  # logged on the other batches too
+        if generator_step:
+            self.optimizers["generator"].zero_grad(set_to_none=True)
+            g_loss.backward(inputs=self.generator_parameters)
+            self.optimizers["generator"].step()
+            if self.ema is not None:
+                self._update_ema()
 
+        probability = torch.sigmoid if self.loss == "bce" else (lambda x: x)
         return {
             "d_loss": d_loss.detach(),
             "g_loss": g_loss.detach(),
-            "d_real": torch.sigmoid(d_real.detach()).mean(),  # mean D(x)
-            "d_fake": torch.sigmoid(d_fake.detach()).mean(),  # mean D(G(z))
+            "d_real": probability(d_real.detach()).mean(),  # mean D(x)
+            "d_fake": probability(d_fake.detach()).mean(),  # mean D(G(z))
         }
 
     @torch.no_grad()

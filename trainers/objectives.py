@@ -69,3 +69,56 @@ def vae_importance_weighted_nll(
         log_qz_x = -0.5 * (eps.pow(2) + logvar + LOG_2PI).sum(2)
         log_weights.append(log_px_z + log_pz - log_qz_x)
     return -(torch.logsumexp(torch.cat(log_weights), 0) - math.log(num_samples))
+
+
+# ---------------------------------------------------------------------------- GANs
+
+GAN_LOSSES = ("bce", "hinge", "least_squares", "wgan_gp")
+
+
+def gan_discriminator_loss(
+    loss: str, d_real: torch.Tensor, d_fake: torch.Tensor, real_target: float = 1.0
+) -> torch.Tensor:
+    """The discriminator's (critic's) loss from its raw outputs on real and generated images.
+
+    bce            -log D(x) - log(1 - D(G(z))), D = sigmoid (Goodfellow et al., 2014); the real target
+                   1 - label smoothing where real_target < 1 (Salimans et al., 2016)
+    hinge          max(0, 1 - D(x)) + max(0, 1 + D(G(z))) (Lim & Ye, 2017; Miyato et al., 2018)
+    least_squares  (D(x) - 1)^2 / 2 + D(G(z))^2 / 2 (Mao et al., 2017)
+    wgan_gp        D(G(z)) - D(x), plus `gradient_penalty` (Gulrajani et al., 2017)
+    """
+    if loss == "bce":
+        real = F.binary_cross_entropy_with_logits(d_real, torch.full_like(d_real, real_target))
+        return real + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))
+    if loss == "hinge":
+        return F.relu(1 - d_real).mean() + F.relu(1 + d_fake).mean()
+    if loss == "least_squares":
+        return 0.5 * (d_real - 1).pow(2).mean() + 0.5 * d_fake.pow(2).mean()
+    if loss == "wgan_gp":
+        return d_fake.mean() - d_real.mean()
+    raise ValueError(f"unknown GAN loss {loss!r}: use one of {', '.join(GAN_LOSSES)}")
+
+
+def gan_generator_loss(loss: str, d_fake: torch.Tensor) -> torch.Tensor:
+    """The generator's loss from the discriminator's raw outputs on its images.
+
+    bce            -log D(G(z)), the non-saturating loss (Goodfellow et al., 2014)
+    hinge, wgan_gp -D(G(z))
+    least_squares  (D(G(z)) - 1)^2 / 2
+    """
+    if loss == "bce":
+        return F.binary_cross_entropy_with_logits(d_fake, torch.ones_like(d_fake))
+    if loss in ("hinge", "wgan_gp"):
+        return -d_fake.mean()
+    if loss == "least_squares":
+        return 0.5 * (d_fake - 1).pow(2).mean()
+    raise ValueError(f"unknown GAN loss {loss!r}: use one of {', '.join(GAN_LOSSES)}")
+
+
+def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """E[(|grad D(x_hat)|_2 - 1)^2] at x_hat uniformly between real and generated images (Gulrajani et al.,
+    2017): a soft 1-Lipschitz constraint on the critic. Differentiable: it joins the critic's loss."""
+    alpha = torch.rand(len(real), *[1] * (real.dim() - 1), device=real.device, dtype=real.dtype)
+    x_hat = (alpha * real + (1 - alpha) * fake.reshape(real.shape)).requires_grad_(True)
+    (grad,) = torch.autograd.grad(critic(x_hat).sum(), x_hat, create_graph=True)
+    return (grad.flatten(1).norm(dim=1) - 1).pow(2).mean()
