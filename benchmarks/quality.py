@@ -6,6 +6,8 @@
 
 Runs (each starts from its main script's kwargs dicts, so it measures the defaults as they are):
     gan        main_gan.py: FC GAN with the generator's BatchNorm, EMA weights and label smoothing
+    gan_hinge, gan_least_squares, gan_wgan_gp (d_steps 5): the same with another `loss`
+    dcgan_hinge, dcgan_least_squares, dcgan_wgan_gp: likewise for the DCGAN
     gan_plain  the same FC networks trained like a plain tutorial loop: generator_batchnorm=False,
                ema_decay=0, label_smoothing=0, with the SPEC's batch 16 and learning rates 2e-4
     dcgan      main_dcgan.py on the image folder <root>/cifar10/train (its test split: cifar10/test)
@@ -45,7 +47,20 @@ from trainers.classifier import data_source, load_split  # noqa: E402
 from trainers.metrics import make_generator_evaluator  # noqa: E402
 from utils import require, run_cli  # noqa: E402
 
-RUNS = ("gan", "gan_plain", "dcgan", "vae")
+# The other GAN objectives (trainers/objectives.py), each at the script's other defaults.
+OBJECTIVES = {
+    "hinge": {"loss": "hinge"},
+    "least_squares": {"loss": "least_squares"},
+    "wgan_gp": {"loss": "wgan_gp", "d_steps": 5},
+}
+RUNS = (
+    "gan",
+    "gan_plain",
+    *(f"gan_{loss}" for loss in OBJECTIVES),
+    "dcgan",
+    *(f"dcgan_{loss}" for loss in OBJECTIVES),
+    "vae",
+)
 COLUMNS = {  # metric key -> table heading (arrows: which way is better)
     "fid": "Inception FID ↓",
     "frechet_distance": "FD ↓",
@@ -76,6 +91,15 @@ def run_configs(args: argparse.Namespace) -> dict[str, tuple[Callable[..., Train
             {**copy.deepcopy(main_gan.trainer_kwargs), **trainer, "output_dir": str(args.output_dir / name)},
         )
 
+    def dcgan(name: str, trainer: dict) -> tuple:
+        trainer = {**copy.deepcopy(main_dcgan.trainer_kwargs), **common, **trainer}
+        return (
+            lambda m, d, t: train_gan(DCGANGenerator, DCGANDiscriminator, m, d, t),
+            copy.deepcopy(main_dcgan.model_kwargs),
+            {**copy.deepcopy(main_dcgan.dataset_kwargs), **cifar},
+            {**trainer, "output_dir": str(args.output_dir / name)},
+        )
+
     # The plain loop: the same networks without our extras, at the SPEC's batch size and learning rates.
     plain_trainer = {"ema_decay": 0.0, "label_smoothing": 0.0, "generator_lr": 2e-4, "discriminator_lr": 2e-4}
     return {
@@ -83,12 +107,9 @@ def run_configs(args: argparse.Namespace) -> dict[str, tuple[Callable[..., Train
         "gan_plain": gan(
             "gan_plain", {**mnist, "batch_size": 16}, {**common, **plain_trainer}, {"generator_batchnorm": False}
         ),
-        "dcgan": (
-            lambda m, d, t: train_gan(DCGANGenerator, DCGANDiscriminator, m, d, t),
-            copy.deepcopy(main_dcgan.model_kwargs),
-            {**copy.deepcopy(main_dcgan.dataset_kwargs), **cifar},
-            {**copy.deepcopy(main_dcgan.trainer_kwargs), **common, "output_dir": str(args.output_dir / "dcgan")},
-        ),
+        **{f"gan_{loss}": gan(f"gan_{loss}", mnist, {**common, **OBJECTIVES[loss]}) for loss in OBJECTIVES},
+        "dcgan": dcgan("dcgan", {}),
+        **{f"dcgan_{loss}": dcgan(f"dcgan_{loss}", OBJECTIVES[loss]) for loss in OBJECTIVES},
         "vae": (
             lambda m, d, t: train_vae(VAE, m, d, t),
             copy.deepcopy(main_vae.mnist_model_kwargs),
@@ -169,7 +190,9 @@ def main(argv: list[str] | None = None) -> None:
         "--root", default=str(REPO.parent / "shared" / "data"), help="folder holding MNIST/raw and cifar10/{train,test}"
     )
     parser.add_argument("--cifar-root", default=None, help="CIFAR-10 image folder (default: <root>/cifar10/train)")
-    parser.add_argument("--models", default=",".join(RUNS), help=f"comma-separated runs out of {', '.join(RUNS)}")
+    parser.add_argument(
+        "--models", default="gan,gan_plain,dcgan,vae", help=f"comma-separated runs out of {', '.join(RUNS)}"
+    )
     budget = parser.add_mutually_exclusive_group()
     budget.add_argument("--epochs", type=int, default=5, help="epochs per run")
     budget.add_argument("--minutes", type=float, default=None, help="training minutes per run (instead of epochs)")
@@ -197,7 +220,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"\n=== {name} ===")
         began = time.perf_counter()
         run = train_for_budget(train, model, dataset, trainer, args)
-        data = "cifar10" if name == "dcgan" else "mnist"
+        data = "cifar10" if name.startswith("dcgan") else "mnist"
         rows.append(
             {
                 "run": name,
@@ -212,7 +235,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     references = {}
     if not args.no_reference:
-        needed = {"cifar10" if n == "dcgan" else "mnist" for n in names}
+        needed = {"cifar10" if n.startswith("dcgan") else "mnist" for n in names}
         datasets = {"mnist": {"dataset_type": "mnist", "root": args.root}, "cifar10": configs["dcgan"][2]}
         for data in sorted(needed):
             print(f"\n=== real {data} (reference) ===")
