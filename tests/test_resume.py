@@ -69,6 +69,20 @@ def test_resume_after_an_epoch_is_bitwise_exact(kind: str, tiny: Tiny, tmp_path:
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
 
 
+def test_a_checkpoint_without_the_weight_average_count_resumes_exactly(
+    tiny: Tiny, tmp_path: Path, straight: dict
+) -> None:
+    """Checkpoints written before the EMA kept its own count of generator updates: the count is then the
+    generator's Adam step count, which it equals, and the run continues bit for bit."""
+    run = tiny.train("gan", tmp_path, num_epochs=1)
+    assert run.ema_updates.item() == len(run.loader)  # one update per generator step
+    checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    del checkpoint["extra"]
+    torch.save(checkpoint, tmp_path / "checkpoint.pt")
+    tiny.train("gan", tmp_path, num_epochs=3)
+    assert _same_weights("gan", tmp_path, straight["gan"][0])
+
+
 def test_resume_from_a_checkpoint_elsewhere(tiny: Tiny, tmp_path: Path, straight: dict) -> None:
     tiny.train("gan", tmp_path / "first", num_epochs=1)
     run = tiny.train("gan", tmp_path / "second", num_epochs=3, resume=str(tmp_path / "first" / "checkpoint.pt"))

@@ -186,6 +186,13 @@ class Trainer:
         """Quality metrics for metrics.csv, every `eval_every` epochs; none by default."""
         return {}
 
+    def extra_state(self) -> dict:
+        """A subclass's own training state (tensors, numbers) for checkpoint.pt; none by default."""
+        return {}
+
+    def load_extra_state(self, state: dict) -> None:
+        """Restore `extra_state` from a checkpoint (an empty dict for a checkpoint written without it)."""
+
     def metrics_protocol(self) -> dict:
         """How each metric was estimated (features, estimator, sample and image counts), for metrics.json."""
         return {"generator_metrics": self.evaluator.protocol()} if self.evaluator else {}
@@ -508,6 +515,7 @@ class Trainer:
                 "best": self.best,
                 "rng": self._rng_state(),
                 "fixed_noise": self.fixed_noise,
+                "extra": self.extra_state(),
             },
             self.checkpoint_path,
         )
@@ -543,6 +551,7 @@ class Trainer:
             seed_everything(hash((self.seed, distributed.rank(), self.epoch, self.step)) % 2**63)
         if checkpoint.get("fixed_noise") is not None:
             self.fixed_noise = checkpoint["fixed_noise"].to(self.device)
+        self.load_extra_state(checkpoint.get("extra", {}))
         where = f"epoch {self.epoch}" + (f", step {self.step}" if self.step else "")
         print(f"resuming from {path} ({where}); resume=False starts over")
 

@@ -46,6 +46,7 @@ class GANTrainer(Trainer):
         generator_lr: float = 0.0002,
         discriminator_lr: float = 0.0002,
         beta1: float = 0.5,
+        beta2: float = 0.999,
         loss: str = "bce",
         d_steps: int = 1,
         gp_weight: float = 10.0,
@@ -97,9 +98,9 @@ class GANTrainer(Trainer):
         )
         opts = self.speed.adam_options()
         optimizers = {
-            "generator": torch.optim.Adam(generator.parameters(), generator_lr, betas=(beta1, 0.999), **opts),
+            "generator": torch.optim.Adam(generator.parameters(), generator_lr, betas=(beta1, beta2), **opts),
             "discriminator": torch.optim.Adam(
-                discriminator.parameters(), discriminator_lr, betas=(beta1, 0.999), **opts
+                discriminator.parameters(), discriminator_lr, betas=(beta1, beta2), **opts
             ),
         }
         models = {"generator": generator, "discriminator": discriminator}
@@ -124,6 +125,8 @@ class GANTrainer(Trainer):
         )
         self.generator, self.discriminator = generator, discriminator
         self.ema = models.get("generator_ema")
+        # The weight average's own count of generator updates: on the device, so a CUDA graph's replays advance it.
+        self.ema_updates = torch.zeros((), device=device)
         self.sampler = self.ema if self.ema is not None else generator  # draws the grids, metrics and generator.pt
         self.loss, self.d_steps, self.gp_weight = loss, d_steps, gp_weight
         self.real_target = 1.0 - label_smoothing if loss == "bce" else 1.0
@@ -195,11 +198,22 @@ class GANTrainer(Trainer):
         d = min(ema_decay, (1 + t) / (10 + t)) after the generator's t-th update: the average starts
         out short and lengthens until d reaches ema_decay (at step 8991 for 0.999), so that the grids
         of a short run (a few hundred steps) show what the generator has learnt, not its initial
-        weights (TensorFlow's ExponentialMovingAverage with num_updates). t is Adam's step count: it is
-        saved with the optimizer, and on a GPU it stays on the device, as a CUDA graph needs."""
-        t = self.optimizers["generator"].state[self.generator_parameters[0]]["step"]
-        weight = (1 - ((1 + t) / (10 + t)).clamp(max=self.ema_decay)).to(self.device)
+        weights (TensorFlow's ExponentialMovingAverage with num_updates). t is the average's own count,
+        saved in the checkpoint."""
+        self.ema_updates += 1
+        t = self.ema_updates
+        weight = 1 - ((1 + t) / (10 + t)).clamp(max=self.ema_decay)
         torch._foreach_lerp_(self.ema_tensors, self.source_tensors, [weight] * len(self.ema_tensors))
+
+    def extra_state(self) -> dict:
+        return {"ema_updates": self.ema_updates}
+
+    def load_extra_state(self, state: dict) -> None:
+        if "ema_updates" in state:
+            self.ema_updates.copy_(state["ema_updates"])
+        elif self.ema is not None:  # a checkpoint from before the count: the generator's Adam steps are it
+            step = self.optimizers["generator"].state.get(self.generator_parameters[0], {}).get("step", 0)
+            self.ema_updates.fill_(float(step))
 
     def exported_models(self) -> dict[str, nn.Module]:
         """generator.pt holds the averaged weights (what the grids show); the raw ones stay in checkpoint.pt."""

@@ -73,7 +73,7 @@ def prepare_run(
     trainer = check_kwargs(trainer_kwargs, trainer_class, "trainer_kwargs")
     rates = [k for k in trainer if k.endswith("lr")]
     check_positive(trainer, ["num_epochs", "sample_every", *rates], "trainer_kwargs")
-    for key in ("beta1", "label_smoothing", "ema_decay"):
+    for key in ("beta1", "beta2", "label_smoothing", "ema_decay"):
         if key in trainer:
             require(0 <= trainer[key] < 1, f"trainer_kwargs['{key}'] must be in [0, 1), got {trainer[key]!r}")
     if isinstance(trainer["num_threads"], str) and trainer["num_threads"].isdigit():  # --num-threads 2
