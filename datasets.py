@@ -141,17 +141,21 @@ def _class_indices(classes: list, names: list[str]) -> list[int]:
     return indices
 
 
-def fit_to_shape(images: torch.Tensor, image_shape: tuple[int, int, int]) -> torch.Tensor:
-    """Convert uint8 (N, C, H, W) images to (C', H', W'): grey <-> RGB, then an anti-aliased resize."""
+def convert(images: torch.Tensor, image_shape: tuple[int, int, int]) -> torch.Tensor:
+    """Float (N, C, H, W) images -> (N, C', H', W'): grey <-> RGB (ITU-R 601 luma), then an anti-aliased resize."""
     channels, height, width = image_shape
-    x = images.float()
-    if x.shape[1] == 1 and channels == 3:
-        x = x.expand(-1, 3, -1, -1)
-    elif x.shape[1] == 3 and channels == 1:
-        x = (x * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
-    if x.shape[2:] != (height, width):
-        x = F.interpolate(x, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
-    return x.round().clamp(0, 255).to(torch.uint8)
+    if images.shape[1] == 1 and channels == 3:
+        images = images.expand(-1, 3, -1, -1)
+    elif images.shape[1] == 3 and channels == 1:
+        images = (images * images.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    if tuple(images.shape[2:]) != (height, width):
+        images = F.interpolate(images, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
+    return images
+
+
+def fit_to_shape(images: torch.Tensor, image_shape: tuple[int, int, int]) -> torch.Tensor:
+    """Convert uint8 (N, C, H, W) images to (C', H', W') (see `convert`), still uint8."""
+    return convert(images.float(), image_shape).round().clamp(0, 255).to(torch.uint8)
 
 
 def held_out_folder(root: str | Path) -> Path | None:

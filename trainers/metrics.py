@@ -23,14 +23,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_features_to_statistics, fid_statistics_to_metric
 from torch_fidelity.metric_isc import KEY_METRIC_ISC_MEAN, isc_features_to_metric
 from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, kid_features_to_metric
 from torch_fidelity.metric_prc import KEY_METRIC_PRECISION, KEY_METRIC_RECALL, prc_features_to_metric
 
-from datasets import held_out_folder, load_images, to_float
+from datasets import convert, held_out_folder, load_images, to_float
 from models import SmallCNN
 from trainers.classifier import DataSource, Unsupported, data_source, get_classifier
 from utils import UserError, require
@@ -105,16 +104,9 @@ def feature_metrics(
 
 
 def fit_to_classifier(images: torch.Tensor, image_shape: tuple[int, int, int]) -> torch.Tensor:
-    """Float images in [0, 1] at any shape -> the classifier's: grey <-> RGB, then an anti-aliased resize.
-    Real and generated images both pass through it, so a conversion changes both alike."""
-    channels, height, width = image_shape
-    if images.shape[1] == 1 and channels == 3:
-        images = images.expand(-1, 3, -1, -1)
-    elif images.shape[1] == 3 and channels == 1:
-        images = (images * images.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
-    if tuple(images.shape[2:]) != (height, width):
-        images = F.interpolate(images, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
-    return images.clamp(0, 1)
+    """Float images in [0, 1] at any shape -> the classifier's (datasets.convert). Real and generated images
+    both pass through it, so a conversion changes both alike."""
+    return convert(images, image_shape).clamp(0, 1)
 
 
 def find_inception_weights(path: str = "") -> Path | None:
