@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -35,36 +34,10 @@ from utils import UserError, load_model  # noqa: E402
 # ---------------------------------------------------------------------------- tiny data and models
 
 
-def write_idx(path: Path, array: np.ndarray) -> None:
-    """IDX file of uint8: magic 2049 (labels, 1-D) or 2051 (images, 3-D), big-endian sizes."""
-    magic = 2049 if array.ndim == 1 else 2051
-    with open(path, "wb") as f:
-        f.write(struct.pack(">i", magic))
-        f.write(struct.pack(f">{array.ndim}i", *array.shape))
-        f.write(array.astype(np.uint8).tobytes())
-
-
-def fake_digits(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """28x28 images whose label decides where a bright bar is: separable, as digits are."""
-    labels = np.arange(n) % 10
-    images = (rng.random((n, 28, 28)) * 40).astype(np.uint8)
-    for i, label in enumerate(labels):
-        images[i, 4:24, 2 + 2 * label : 5 + 2 * label] = 255
-        images[i, 2 + 2 * label : 5 + 2 * label, 4:24] = 200
-    return images, labels
-
-
 @pytest.fixture(scope="module")
-def mnist_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("data")
-    raw = root / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 300), ("t10k", 200)):
-        images, labels = fake_digits(n, rng)
-        write_idx(raw / f"{split}-images-idx3-ubyte", images)
-        write_idx(raw / f"{split}-labels-idx1-ubyte", labels)
-    return root
+def mnist_root(mnist) -> Path:
+    """The suite's tiny MNIST (conftest.py): digit-like strokes whose place gives the label."""
+    return mnist.root
 
 
 def tiny_trainer(output_dir: Path) -> dict:
