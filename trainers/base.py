@@ -54,6 +54,18 @@ RESUMABLE_CHANGES = {
 }
 RESUMABLE_CHANGES |= {"in_memory", "num_threads", "channels_last", "compile", "cuda_graphs"}  # speed only
 RESUMABLE_CHANGES |= {"sync_batchnorm"}  # distributed runs only; older checkpoints lack the key
+# The trainer keys the engine (Trainer.__init__) takes: the same in every trainer, passed on with `pick`.
+ENGINE_KEYS = (
+    "num_epochs",
+    "output_dir",
+    "seed",
+    "sample_every",
+    "resume",
+    "eval_every",
+    "metrics_features",
+    "inception_weights",
+    "tensorboard",
+)
 # In a distributed run the ranks agree whether to stop after a signal at least this often (in steps).
 STOP_CHECK_EVERY = 20
 # The loss curve is redrawn after the first and the last epoch, and in between at most this often (in
@@ -63,6 +75,11 @@ PLOT_EVERY_SECONDS = 30.0
 
 class NonFiniteLoss(Exception):
     pass
+
+
+def pick(values: dict, keys: tuple[str, ...]) -> dict:
+    """The entries of `values` (a trainer's arguments, from locals()) named in `keys`."""
+    return {key: values[key] for key in keys}
 
 
 def check_tensorboard() -> None:

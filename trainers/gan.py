@@ -11,10 +11,10 @@ from torchvision.utils import save_image
 
 from datasets import Loader, make_loader
 from trainers import distributed
-from trainers.base import Trainer
+from trainers.base import ENGINE_KEYS, Trainer, pick
 from trainers.objectives import GAN_LOSSES, gan_discriminator_loss, gan_generator_loss, gradient_penalty
 from trainers.setup import prepare_run
-from trainers.speed import Speed
+from trainers.speed import SPEED_KEYS, Speed
 from utils import pick_device, require
 
 
@@ -87,15 +87,8 @@ class GANTrainer(Trainer):
         discriminator.to(device)
         if sync_batchnorm:
             distributed.use_sync_batchnorm([generator, discriminator], device)
-        self.speed = Speed(
-            [generator, discriminator],
-            device,
-            num_threads=num_threads,
-            amp=amp,
-            channels_last=channels_last,
-            compile=compile,
-            cuda_graphs=cuda_graphs and not eager,
-        )
+        speed = {**pick(locals(), SPEED_KEYS), "cuda_graphs": cuda_graphs and not eager}
+        self.speed = Speed([generator, discriminator], device, **speed)
         opts = self.speed.adam_options()
         optimizers = {
             "generator": torch.optim.Adam(generator.parameters(), generator_lr, betas=(beta1, beta2), **opts),
@@ -107,22 +100,7 @@ class GANTrainer(Trainer):
         self.ema_decay = ema_decay
         if ema_decay > 0:
             models["generator_ema"] = copy.deepcopy(generator).requires_grad_(False)
-        super().__init__(
-            models,
-            optimizers,
-            loader,
-            config,
-            num_epochs=num_epochs,
-            output_dir=output_dir,
-            seed=seed,
-            device=device,
-            sample_every=sample_every,
-            resume=resume,
-            eval_every=eval_every,
-            metrics_features=metrics_features,
-            inception_weights=inception_weights,
-            tensorboard=tensorboard,
-        )
+        super().__init__(models, optimizers, loader, config, device=device, **pick(locals(), ENGINE_KEYS))
         self.generator, self.discriminator = generator, discriminator
         self.ema = models.get("generator_ema")
         # The weight average's own count of generator updates: on the device, so a CUDA graph's replays advance it.

@@ -111,6 +111,9 @@ def has_convolutions(models: list[nn.Module]) -> bool:
     return any(p.dim() == 4 for model in models for p in model.parameters())
 
 
+SPEED_KEYS = ("num_threads", "amp", "channels_last", "compile", "cuda_graphs")  # the trainer keys Speed takes
+
+
 class Speed:
     """A trainer's speed settings, applied to its models when built; then `adam_options()` for its
     optimizers, `autocast()` around the forward passes, `compiled(module)` for the modules a step

@@ -10,10 +10,10 @@ from torchvision.utils import save_image
 
 from datasets import Loader, held_out_folder, make_loader
 from trainers import distributed
-from trainers.base import Trainer
+from trainers.base import ENGINE_KEYS, Trainer, pick
 from trainers.objectives import vae_importance_weighted_nll, vae_negative_elbo
 from trainers.setup import prepare_run
-from trainers.speed import Speed
+from trainers.speed import SPEED_KEYS, Speed
 from utils import pick_device, require
 
 
@@ -67,32 +67,9 @@ class VAETrainer(Trainer):
         require(beta >= 0, f"trainer_kwargs['beta'] must be 0 or more, got {beta}")
         device = pick_device(device)
         vae.to(device)
-        self.speed = Speed(
-            [vae],
-            device,
-            num_threads=num_threads,
-            amp=amp,
-            channels_last=channels_last,
-            compile=compile,
-            cuda_graphs=cuda_graphs,
-        )
+        self.speed = Speed([vae], device, **pick(locals(), SPEED_KEYS))
         optimizers = {"vae": torch.optim.Adam(vae.parameters(), lr, **self.speed.adam_options())}
-        super().__init__(
-            {"vae": vae},
-            optimizers,
-            loader,
-            config,
-            num_epochs=num_epochs,
-            output_dir=output_dir,
-            seed=seed,
-            device=device,
-            sample_every=sample_every,
-            resume=resume,
-            eval_every=eval_every,
-            metrics_features=metrics_features,
-            inception_weights=inception_weights,
-            tensorboard=tensorboard,
-        )
+        super().__init__({"vae": vae}, optimizers, loader, config, device=device, **pick(locals(), ENGINE_KEYS))
         self.vae, self.test_loader, self.iw_samples, self.beta = vae, test_loader, iw_samples, beta
         self.fixed_noise = self.make_fixed_noise(vae.latent_dim)
         self.call_vae = self.speed.compiled(distributed.wrap(vae))  # under torchrun: DDP averages the gradients
