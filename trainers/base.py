@@ -400,13 +400,9 @@ class Trainer:
     def _keep_best(self, epoch: int, metrics: dict[str, float]) -> None:
         """Write {model}_best.pt when this evaluation's `best_by` metric is the lowest so far (a long GAN run
         can end far from its best epoch)."""
-        if self.best_by is None:
-            return
-        metric = next((m for m in self.best_by[0] if m in metrics), None)
-        name = self.best_by[1]
-        if metric is None:
-            return
-        if self.best is not None and metrics[metric] >= self.best["value"]:
+        candidates, name = self.best_by or ((), "")
+        metric = next((m for m in candidates if m in metrics), None)
+        if metric is None or (self.best is not None and metrics[metric] >= self.best["value"]):
             return
         model = self.exported_models()[name]
         path = self.output_dir / f"{name}_best.pt"
