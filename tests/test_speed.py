@@ -3,6 +3,7 @@ two data paths train identically; the options run on CPU; num_threads is chosen 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from pathlib import Path
@@ -240,3 +241,94 @@ def test_busy_cores_counts_the_cpu_time_of_the_usable_cores(monkeypatch, tmp_pat
 def test_in_memory_is_checked_before_any_work(tiny: Tiny, tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"dataset_kwargs\['in_memory'\] must be True, False or 'auto', got 'yes'"):
         tiny.train("gan", tmp_path, {"in_memory": "yes"})
+
+
+class _FakeGraph:
+    """Stands in for torch.cuda.CUDAGraph on a CPU: capture runs the step's Python once, a replay
+    runs none of it (as on a GPU) and is counted."""
+
+    replays = 0
+
+    def replay(self) -> None:
+        _FakeGraph.replays += 1
+
+
+def _fake_cuda_graphs(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Stream:
+        def __init__(self, *args) -> None: ...
+
+        def wait_stream(self, other) -> None: ...
+
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", _FakeGraph)
+    monkeypatch.setattr(torch.cuda, "graph", lambda graph: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "Stream", Stream)
+    monkeypatch.setattr(torch.cuda, "stream", lambda stream: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: Stream())
+    _FakeGraph.replays = 0
+
+
+def test_a_learning_rate_changed_after_capture_ends_the_graph(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """A schedule that sets lr through param_groups (nanoGPT's way) would be frozen by a replay:
+    the captured step notices, says so once, and runs the plain step from then on."""
+    _fake_cuda_graphs(monkeypatch)
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([param], lr=1.0)
+    steps_run = []
+
+    def train_step(batch: torch.Tensor) -> dict:
+        steps_run.append(optimizer.param_groups[0]["lr"])
+        return {"loss": batch.sum()}
+
+    step = speed.CapturedStep(train_step, [optimizer], warmup=2)
+    batch = torch.ones(4)
+    for _ in range(5):  # 2 warm-up calls, the capture (which replays once), 2 replays
+        step(batch)
+    assert steps_run == [1.0, 1.0, 1.0] and _FakeGraph.replays == 3
+    for lr in (0.5, 0.25, 0.25):
+        optimizer.param_groups[0]["lr"] = lr
+        step(batch)
+    assert steps_run[3:] == [0.5, 0.25, 0.25] and _FakeGraph.replays == 3
+    assert capsys.readouterr().out.count("note: cuda_graphs off from here") == 1
+
+
+class _ScheduledGAN(GANTrainer):
+    """A user's edit: label smoothing annealed from 0.3 to 0 over the first 12 steps, read from
+    Python-side state every step, so the step declares itself eager."""
+
+    eager_step = True
+
+    def train_step(self, real: torch.Tensor) -> dict[str, torch.Tensor]:
+        self.real_target = 1.0 - 0.3 * max(0.0, 1 - self.step / 12)
+        return super().train_step(real)
+
+
+@pytest.mark.parametrize("device", ["cpu", *(["cuda"] if torch.cuda.is_available() else [])])
+def test_a_scheduled_objective_trains_identically_with_and_without_the_speed_paths(
+    device: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    if device == "cpu":  # no CUDA graphs here: fake them, so that a graph, if taken, would freeze the schedule
+        _fake_cuda_graphs(monkeypatch)
+        init = speed.Speed.__init__
+
+        def graphs_as_asked(self, *args, cuda_graphs: bool = True, **kwargs) -> None:
+            init(self, *args, cuda_graphs=cuda_graphs, **kwargs)
+            self.cuda_graphs = cuda_graphs
+
+        monkeypatch.setattr(speed.Speed, "__init__", graphs_as_asked)
+    images = torch.randint(0, 256, (6 * 8, 1, 28, 28), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    finals, steps = [], []
+    for fast in (True, False):
+        torch.manual_seed(0)
+        g, d = FCGenerator(8, 16), FCDiscriminator(784, 16)
+        loader = InMemoryLoader(images, torch.zeros(len(images)), 8, True, True, seed=0, device=device)
+        trainer = _ScheduledGAN(
+            g, d, loader, {}, output_dir=str(tmp_path / str(fast)), device=device, cuda_graphs=fast, ema_decay=0
+        )
+        for trainer.step, real in enumerate(loader.batches(0)):
+            trainer.run_step(real)
+        steps.append(trainer.run_step == trainer.train_step)
+        finals.append([p.detach().cpu().clone() for p in [*g.parameters(), *d.parameters()]])
+    assert all(torch.equal(fast, plain) for fast, plain in zip(*finals, strict=True))
+    assert steps == [True, True]  # never a graph

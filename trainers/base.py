@@ -129,6 +129,9 @@ class Trainer:
     # The metrics panel of the loss curve: the first of these on the left axis, the [0, 1] ones on the right.
     metric_panel: tuple[tuple[str, ...], tuple[str, ...]] = (("frechet_distance", "neg_elbo"), ("precision", "recall"))
     samples_per_grid = 64
+    # True in a subclass whose train_step reads Python-side state that changes from step to step
+    # (a loss-weight schedule, self.step): a replayed CUDA graph would freeze it, so the step runs as it is.
+    eager_step = False
 
     def __init__(
         self,

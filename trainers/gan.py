@@ -12,7 +12,7 @@ from torchvision.utils import save_image
 from datasets import Loader, make_loader
 from trainers import distributed
 from trainers.base import ENGINE_KEYS, Trainer, pick
-from trainers.objectives import GAN_LOSSES, gan_discriminator_loss, gan_generator_loss, gradient_penalty
+from trainers.objectives import EAGER_LOSSES, GAN_LOSSES, gan_discriminator_loss, gan_generator_loss, gradient_penalty
 from trainers.setup import prepare_run
 from trainers.speed import SPEED_KEYS, Speed
 from utils import pick_device, require
@@ -78,11 +78,12 @@ class GANTrainer(Trainer):
         if label_smoothing and loss != "bce":
             print(f"note: label_smoothing applies to loss 'bce' only; loss '{loss}' ignores it")
         # A CUDA graph replays the same kernels every step: a generator step on every d_steps-th batch
-        # and the penalty's double backward are Python-side choices it would freeze, so they run eagerly.
-        eager = loss == "wgan_gp" or d_steps > 1
+        # is a Python-side choice it would freeze, so it runs eagerly, as do the EAGER_LOSSES.
+        eager = self.eager_step or loss in EAGER_LOSSES or d_steps > 1
         device = pick_device(device)
         if eager and cuda_graphs and device.type == "cuda":
-            print(f"note: cuda_graphs off: loss '{loss}' with d_steps {d_steps} runs eagerly")
+            reason = "eager_step" if self.eager_step else f"loss '{loss}' with d_steps {d_steps}"
+            print(f"note: cuda_graphs off: {reason} runs eagerly")
         generator.to(device)
         discriminator.to(device)
         if sync_batchnorm:

@@ -62,9 +62,9 @@ def vae_importance_weighted_nll(
         k = min(chunk, num_samples - start)
         eps = torch.randn((k, *mu.shape), generator=generator, device=mu.device, dtype=mu.dtype)
         z = mu + eps * std
-        log_px_z = -F.binary_cross_entropy_with_logits(
-            vae.decode_logits(z), x.expand(k, -1, -1), reduction="none"
-        ).sum(2)
+        log_px_z = -F.binary_cross_entropy_with_logits(vae.decode_logits(z), x.expand(k, -1, -1), reduction="none").sum(
+            2
+        )
         log_pz = -0.5 * (z.pow(2) + LOG_2PI).sum(2)
         log_qz_x = -0.5 * (eps.pow(2) + logvar + LOG_2PI).sum(2)
         log_weights.append(log_px_z + log_pz - log_qz_x)
@@ -74,6 +74,10 @@ def vae_importance_weighted_nll(
 # ---------------------------------------------------------------------------- GANs
 
 GAN_LOSSES = ("bce", "hinge", "least_squares", "wgan_gp")
+# Objectives a replayed CUDA graph would get wrong, so the engine runs them as plain Python: those
+# that read Python-side state each step (a schedule, a step count) or take a double backward. Add a
+# new objective's name here if it does either.
+EAGER_LOSSES = frozenset({"wgan_gp"})
 
 
 def gan_discriminator_loss(

@@ -197,6 +197,12 @@ class CapturedStep:
     input tensor. A batch of another shape (an epoch's smaller last one) runs the step as it is.
     Random draws (noise, dropout) come from the default CUDA generator, fresh at each replay.
     What a replay returns is overwritten by the next one: use it before then.
+
+    A replay runs no Python, so Python-side values the step reads are frozen at capture. The
+    optimizers' hyperparameters are checked before each replay: a learning rate (or betas, weight
+    decay) set through `param_groups`, as a schedule does, ends the graph with a one-line note and
+    the step runs as it is from then on. An objective that reads other Python state each step
+    declares it (trainers/objectives.py, EAGER_LOSSES) and never gets a graph.
     """
 
     def __init__(
@@ -206,12 +212,19 @@ class CapturedStep:
         self.graph: torch.cuda.CUDAGraph | None = None
         self.side_stream: torch.cuda.Stream | None = None
         self.calls = 0
+        self.ended = False
 
     def __call__(self, batch: torch.Tensor) -> dict:
+        if self.ended:  # by a changed hyperparameter: the plain step from now on
+            return self.train_step(batch)
         if self.graph is None:
             self.calls += 1
             return self._warm_up(batch) if self.calls <= self.warmup else self._capture(batch)
         if batch.shape != self.input.shape:
+            return self.train_step(batch)
+        if self._hyperparameters() != self.captured_with:
+            print("note: cuda_graphs off from here: an optimizer's lr, betas or weight decay changed after capture")
+            self.graph, self.ended = None, True
             return self.train_step(batch)
         self.input.copy_(batch)
         self.graph.replay()
@@ -227,6 +240,7 @@ class CapturedStep:
 
     def _capture(self, batch: torch.Tensor) -> dict:
         self.input = batch.clone()
+        self.captured_with = self._hyperparameters()
         for optimizer in self.optimizers:  # the graph's backward then writes fresh gradients, not sums
             optimizer.zero_grad(set_to_none=True)
         graph = torch.cuda.CUDAGraph()
@@ -235,3 +249,8 @@ class CapturedStep:
         self.graph = graph
         graph.replay()  # recording ran nothing: now train on this batch
         return self.output
+
+    def _hyperparameters(self) -> list:
+        """What a schedule changes in the optimizers (the graph holds their values at capture)."""
+        keys = ("lr", "betas", "weight_decay", "eps")
+        return [[group.get(k) for k in keys] for opt in self.optimizers for group in opt.param_groups]

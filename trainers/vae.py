@@ -67,7 +67,9 @@ class VAETrainer(Trainer):
         require(beta >= 0, f"trainer_kwargs['beta'] must be 0 or more, got {beta}")
         device = pick_device(device)
         vae.to(device)
-        self.speed = Speed([vae], device, **pick(locals(), SPEED_KEYS))
+        self.speed = Speed(
+            [vae], device, **{**pick(locals(), SPEED_KEYS), "cuda_graphs": cuda_graphs and not self.eager_step}
+        )
         optimizers = {"vae": torch.optim.Adam(vae.parameters(), lr, **self.speed.adam_options())}
         super().__init__({"vae": vae}, optimizers, loader, config, device=device, **pick(locals(), ENGINE_KEYS))
         self.vae, self.test_loader, self.iw_samples, self.beta = vae, test_loader, iw_samples, beta
