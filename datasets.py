@@ -19,9 +19,11 @@ import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 import torchvision
+from PIL import Image
 from torchvision import transforms
 
 from utils import UserError, require
@@ -43,18 +45,20 @@ def load_images(
     max_samples: int | None = None,
     classes: list | None = None,
     num_workers: int = 0,
+    on_bad_image: str = "skip",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Return (images as uint8 (N, C, H, W), int64 labels), converted to `image_shape` if given.
 
     `classes` keeps only those labels (indices, or folder names for image_folder);
-    `max_samples` keeps the first N images (for image_folder, N spread evenly over the folder).
+    `max_samples` keeps the first N images (for image_folder, N spread evenly over the folder, less
+    the files that do not decode: see `decode_checked` for `on_bad_image`).
     """
     require(
         dataset_type in DATASET_TYPES, f"unknown dataset_type '{dataset_type}': use one of {', '.join(DATASET_TYPES)}"
     )
     if dataset_type == "image_folder":
         root = root if train else str(held_out_folder(root) or root)
-        return _load_image_folder(root, image_shape, max_samples, classes, num_workers)
+        return _load_image_folder(root, image_shape, max_samples, classes, num_workers, on_bad_image)
     dataset = _open_builtin(dataset_type, root, train)
     images = torch.as_tensor(dataset.data)
     images = images.unsqueeze(1) if images.ndim == 3 else images.permute(0, 3, 1, 2)  # -> N, C, H, W
@@ -87,6 +91,7 @@ def load_test_images(
         image_shape=image_shape,
         max_samples=max_samples,
         classes=classes,
+        on_bad_image=dataset.get("on_bad_image", "skip"),
     )
 
 
@@ -170,49 +175,212 @@ def held_out_folder(root: str | Path) -> Path | None:
 
 
 def _load_image_folder(
-    root: str, image_shape: tuple[int, int, int] | None, max_samples: int | None, classes: list | None, num_workers: int
+    root: str,
+    image_shape: tuple[int, int, int] | None,
+    max_samples: int | None,
+    classes: list | None,
+    num_workers: int,
+    on_bad_image: str = "skip",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     dataset, labels = image_folder_dataset(root, image_shape, max_samples, classes)
-    return decode_all(dataset, num_workers), labels
+    images, good = decode_checked(dataset, num_workers, on_bad_image, root)
+    return images, labels[good]
 
 
-def decode_all(dataset: torch.utils.data.Dataset, num_workers: int = 0) -> torch.Tensor:
-    """Every image of a Dataset of (uint8 image, label), as one uint8 tensor."""
-    # Its own generator: reading data leaves the global RNG (weights, noise) as it was.
-    generator = torch.Generator().manual_seed(0)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=256, num_workers=num_workers, generator=generator)
-    return torch.cat([batch for batch, _ in loader])
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".pbm", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+BAD_IMAGE_CHOICES = ("skip", "error")
+_reported: set[str] = set()  # bad files already named in this process (the test split may read them again)
+
+
+def find_images(root: str | Path) -> tuple[list[Path], list[int], list[str]]:
+    """The image files of a folder, their labels and the class names.
+
+    Each subfolder holding images (searched to any depth) is a class, in sorted order, as in
+    torchvision's ImageFolder; a root that holds images and no such subfolder is one unlabelled
+    class (`classes` is empty, every label 0). Files are images by their extension (IMAGE_EXTENSIONS);
+    hidden files and folders (".DS_Store", macOS's "._*") are left out.
+    """
+    root = Path(root)
+    require(root.is_dir(), f"image folder '{root}' not found: set root (--root) to a folder of images")
+    with os.scandir(root) as scan:
+        entries = sorted((e for e in scan if not e.name.startswith(".")), key=lambda e: e.name)
+    loose = [Path(e.path) for e in entries if _is_image_name(e.name) and e.is_file()]
+    per_class = {e.name: _images_below(Path(e.path)) for e in entries if e.is_dir()}
+    per_class = {name: files for name, files in per_class.items() if files}
+    if not per_class:
+        extensions = ", ".join(IMAGE_EXTENSIONS)
+        require(loose, f"no images in '{root}': put image files ({extensions}) in it or in class subfolders")
+        return loose, [0] * len(loose), []
+    if loose:
+        print(
+            f"note: '{root}' holds {len(per_class)} class subfolders and {len(loose)} images beside them: "
+            "training on the subfolders' images; the loose ones are left out (move them into a subfolder to use them)"
+        )
+    classes = list(per_class)
+    files = [f for name in classes for f in per_class[name]]
+    labels = [label for label, name in enumerate(classes) for _ in per_class[name]]
+    return files, labels, classes
+
+
+def _is_image_name(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS and not name.startswith(".")
+
+
+def _images_below(folder: Path) -> list[Path]:
+    found = []
+    for parent, dirs, names in os.walk(folder, followlinks=True):  # names: the files (no stat per file)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [Path(parent, n) for n in sorted(names) if _is_image_name(n)]
+    return found
+
+
+def read_image(path: str | Path, image_shape: tuple[int, int, int]) -> torch.Tensor:
+    """One image file as uint8 (C, H, W) at `image_shape`, whatever its mode and size.
+
+    Grey, palette, CMYK and 16-bit images become RGB or grey (ITU-R 601 luma), 16-bit values scaled
+    to 8 bits; transparent pixels are shown over white. The shorter side is scaled to the size
+    (bilinear, anti-aliased) and the centre cropped to it.
+    """
+    channels, height, width = image_shape
+    with Image.open(path) as image:
+        image = _to_8bit(image)
+        if "transparency" in image.info or image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+            rgba = image.convert("RGBA")
+            image = Image.new("RGB", rgba.size, (255, 255, 255))
+            image.paste(rgba, mask=rgba.getchannel("A"))
+        image = image.convert("RGB" if channels == 3 else "L")
+    image = transforms.functional.resize(image, min(height, width), antialias=True)
+    return transforms.functional.pil_to_tensor(transforms.functional.center_crop(image, [height, width]))
+
+
+def _to_8bit(image: Image.Image) -> Image.Image:
+    """16- and 32-bit grey (PNG, TIFF) scaled to 8 bits; PIL's convert would clip them at 255."""
+    if image.mode.startswith("I") or image.mode == "F":
+        values = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if image.mode.startswith("I;16") or values.max(initial=0) > 255 else 255.0
+        return Image.fromarray(np.clip(values / peak * 255 + 0.5, 0, 255).astype(np.uint8))
+    return image
+
+
+def check_image(path: str | Path) -> None:
+    """Raise if the file does not decode. A JPEG is decoded at 1/8 scale (libjpeg reads all of its data,
+    so truncation shows, at a fraction of the cost): the check the streamed path makes once."""
+    with Image.open(path) as image:
+        if image.format == "JPEG":
+            image.draft(image.mode, (1, 1))
+        image.load()
+
+
+class ImageFiles(torch.utils.data.Dataset):
+    """(uint8 (C, H, W) image, label) per file, read by `read_image` when indexed."""
+
+    def __init__(self, files: list[Path], labels: list[int], image_shape: tuple[int, int, int]) -> None:
+        self.files, self.labels, self.image_shape = files, labels, image_shape
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        try:
+            return read_image(self.files[index], self.image_shape), self.labels[index]
+        except Exception as error:  # a file that passed the check and still fails: name it
+            raise UserError(f"cannot read image '{self.files[index]}' ({_reason(error, self.files[index])})") from None
+
+
+def _reason(error: BaseException, path: Path) -> str:
+    """The decoder's complaint in one short line, without the path (the caller names the file)."""
+    text = str(error).strip().replace(f" '{path}'", "").replace(str(path), "the file").splitlines()
+    return f"{type(error).__name__}: {text[0][:150]}" if text else type(error).__name__
+
+
+class _Verdicts(torch.utils.data.Dataset):
+    """(image or None, reason or None) per item of an ImageFiles subset: decoded (`decode`) or checked only."""
+
+    def __init__(self, dataset: torch.utils.data.Subset, decode: bool) -> None:
+        self.dataset, self.decode = dataset, decode
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor | None, str | None]:
+        files: ImageFiles = self.dataset.dataset
+        path = files.files[self.dataset.indices[i]]
+        try:
+            if self.decode:
+                return read_image(path, files.image_shape), None
+            check_image(path)
+            return None, None
+        except Exception as error:  # anything a file makes the decoder raise means it is not a usable image
+            return None, _reason(error, path)
+
+
+def _collate_verdicts(items: list[tuple[torch.Tensor | None, str | None]]) -> tuple[torch.Tensor | None, list]:
+    """A batch of verdicts as (the readable images stacked, every item's reason): one tensor crosses from
+    a worker process, not one per image (about 6x faster)."""
+    images = [image for image, _ in items if image is not None]
+    return (torch.stack(images) if images else None), [reason for _, reason in items]
+
+
+def decode_checked(
+    dataset: torch.utils.data.Subset, num_workers: int = 0, on_bad_image: str = "skip", root: str = "", decode=True
+) -> tuple[torch.Tensor | None, list[int]]:
+    """Read every image of an ImageFiles subset once: (uint8 images, or None when only checked, and
+    the positions of the readable ones). A file that does not decode is named in one line and
+    skipped, or with on_bad_image="error" stops the run with one line naming it."""
+    require(
+        on_bad_image in BAD_IMAGE_CHOICES,
+        f"on_bad_image must be one of {', '.join(BAD_IMAGE_CHOICES)}, got {on_bad_image!r}",
+    )
+    loader = torch.utils.data.DataLoader(
+        _Verdicts(dataset, decode), batch_size=256, num_workers=num_workers, collate_fn=_collate_verdicts
+    )
+    images = torch.empty(len(dataset), *dataset.dataset.image_shape, dtype=torch.uint8) if decode else None
+    good, bad = [], 0
+    for batch_start, (decoded, reasons) in zip(range(0, len(dataset), 256), loader, strict=True):
+        readable = [position for position, reason in enumerate(reasons, batch_start) if reason is None]
+        if decode and readable:
+            images[readable] = decoded
+        good += readable
+        for position, reason in enumerate(reasons, batch_start):
+            if reason is None:
+                continue
+            path = str(dataset.dataset.files[dataset.indices[position]])
+            require(
+                on_bad_image == "skip",
+                f"cannot read image '{path}' ({reason}): remove or replace it, "
+                "or set on_bad_image='skip' to train without the files that do not decode",
+            )
+            bad += 1
+            if path not in _reported:
+                _reported.add(path)
+                print(f"skipping '{path}': {reason}")
+    if bad:
+        print(f"note: skipped {bad} of {len(dataset)} image files in '{root}' that do not decode")
+    require(good, f"none of the {len(dataset)} image files in '{root}' decodes")
+    if decode and bad:
+        images = images[good]
+    return images, good
 
 
 def image_folder_dataset(
     root: str, image_shape: tuple[int, int, int] | None, max_samples: int | None = None, classes: list | None = None
-) -> tuple[torch.utils.data.Dataset, torch.Tensor]:
-    """The images of a folder of class subfolders that `load_images` would return, as a Dataset of
-    (uint8 (C, H, W), label) that decodes on access, and their labels."""
+) -> tuple[torch.utils.data.Subset, torch.Tensor]:
+    """The images of a folder that `load_images` would return (before bad files are dropped), as a
+    Subset of ImageFiles, which decodes on access, and their labels."""
     require(image_shape is not None, "image_folder needs the model's image shape")
-    channels, height, width = image_shape
-    require(
-        Path(root).is_dir(),
-        f"image folder '{root}' not found: set root (--root) to a folder with one subfolder of images per class",
-    )
-    steps = [transforms.Resize(min(height, width)), transforms.CenterCrop((height, width))]
-    if channels == 1:
-        steps.append(transforms.Grayscale(1))
-    steps.append(transforms.PILToTensor())
-    try:
-        dataset = torchvision.datasets.ImageFolder(root, transform=transforms.Compose(steps))
-    except (FileNotFoundError, RuntimeError) as error:
-        raise UserError(f"no images in '{root}' ({error}): it needs one subfolder of images per class") from None
-    indices = list(range(len(dataset)))
+    files, targets, names = find_images(root)
+    indices = list(range(len(files)))
     if classes is not None:
-        keep = set(_class_indices(classes, dataset.classes))
-        indices = [i for i in indices if dataset.targets[i] in keep]
+        require(names, f"'{root}' holds its images directly, without class subfolders: it has no classes to keep")
+        keep = set(_class_indices(classes, names))
+        indices = [i for i in indices if targets[i] in keep]
     if max_samples is not None and max_samples < len(indices):
-        # The folder list is sorted by class: spread the subset so that every class is in it.
+        # The file list is sorted by class: spread the subset so that every class is in it.
         indices = [indices[i * len(indices) // max_samples] for i in range(max_samples)]
     require(len(indices) > 0, f"no images left in '{root}' after filtering by classes={classes}")
-    labels = torch.tensor([dataset.targets[i] for i in indices], dtype=torch.long)
-    return torch.utils.data.Subset(dataset, indices), labels
+    labels = torch.tensor([targets[i] for i in indices], dtype=torch.long)
+    dataset = torch.utils.data.Subset(ImageFiles(files, targets, image_shape), indices)
+    return dataset, labels
 
 
 def in_memory_budget() -> int:
@@ -347,8 +515,11 @@ class DatasetLoader(Loader):
             pin_memory=self.device.type == "cuda",
             generator=torch.Generator().manual_seed(self.seed),  # its own: the global RNG stays training's
         )
-        for images, _ in loader:
-            yield self.to_float(images.to(self.device, non_blocking=True))
+        try:
+            for images, _ in loader:
+                yield self.to_float(images.to(self.device, non_blocking=True))
+        except UserError as error:  # from a worker: its message carries the worker's traceback
+            raise UserError(str(error).strip().splitlines()[-1].split("UserError: ", 1)[-1]) from None
 
     def in_file_order(self, batch_size: int) -> DatasetLoader:
         return DatasetLoader(
@@ -387,6 +558,7 @@ def make_loader(
     num_workers: int = 0,
     classes: list | int | str | None = None,
     in_memory: bool | str = "auto",
+    on_bad_image: str = "skip",
 ) -> Loader:
     """Build the loader a main script's `dataset_kwargs` describe (keyword names = its keys).
 
@@ -418,9 +590,12 @@ def make_loader(
                     f"in-memory budget of {in_memory_budget() / 2**30:.1f} GiB: decoding them batch by batch "
                     "(in_memory=True holds them anyway)"
                 )
-        if not in_memory:
-            return DatasetLoader(dataset, labels, batch_size, shuffle, normalize, seed, device, num_workers)
-        return InMemoryLoader(decode_all(dataset, num_workers), labels, batch_size, shuffle, normalize, seed, device)
+        if not in_memory:  # each file is checked once now, so that every epoch's batches are known
+            _, good = decode_checked(dataset, num_workers, on_bad_image, root, decode=False)
+            files = torch.utils.data.Subset(dataset.dataset, [dataset.indices[i] for i in good])
+            return DatasetLoader(files, labels[good], batch_size, shuffle, normalize, seed, device, num_workers)
+        images, good = decode_checked(dataset, num_workers, on_bad_image, root)
+        return InMemoryLoader(images, labels[good], batch_size, shuffle, normalize, seed, device)
     images, labels = load_images(
         dataset_type, root, train=train, image_shape=image_shape, max_samples=max_samples, classes=classes
     )

@@ -28,6 +28,7 @@ dataset_kwargs = {
     "num_workers": 0,  # processes decoding an image_folder
     "in_memory": "auto",  # hold the decoded images on the device (True), read them per batch (False), or by size
     "classes": None,  # keep only these labels, e.g. [1, 7]
+    "on_bad_image": "skip",  # image_folder: a file that does not decode is named and skipped; "error" stops
 }
 
 trainer_kwargs = {

@@ -155,7 +155,10 @@ def test_each_gan_objective_moves_samples_toward_a_ring(loss: str, d_steps: int)
     data = torch.Generator().manual_seed(1)
     generator = torch.nn.Sequential(torch.nn.Linear(2, 64), torch.nn.ReLU(), torch.nn.Linear(64, 2))
     critic = torch.nn.Sequential(
-        torch.nn.Linear(2, 64), torch.nn.LeakyReLU(0.2), torch.nn.Linear(64, 64), torch.nn.LeakyReLU(0.2),
+        torch.nn.Linear(2, 64),
+        torch.nn.LeakyReLU(0.2),
+        torch.nn.Linear(64, 64),
+        torch.nn.LeakyReLU(0.2),
         torch.nn.Linear(64, 1),
     )
     betas = (0.5, 0.9) if loss == "wgan_gp" else (0.5, 0.999)
