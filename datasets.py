@@ -125,6 +125,14 @@ def _open_builtin(dataset_type: str, root: str, train: bool) -> torchvision.data
         ) from None
 
 
+def count_classes(dataset_type: str, root: str) -> int:
+    """The number of classes of a data set: 10 for the built-in ones, an image folder's class subfolders
+    (0 for a flat folder: no labels)."""
+    if dataset_type == "image_folder":
+        return len(find_images(root)[2])
+    return 10  # MNIST, Fashion-MNIST and CIFAR-10
+
+
 def as_class_list(classes: list | int | str | None) -> list | None:
     """7, "cat" or "cat,dog" (as typed on the command line) -> [7], ["cat"], ["cat", "dog"]."""
     if isinstance(classes, (int, str)):
@@ -211,7 +219,8 @@ def find_images(root: str | Path) -> tuple[list[Path], list[int], list[str]]:
         extensions = ", ".join(IMAGE_EXTENSIONS)
         require(loose, f"no images in '{root}': put image files ({extensions}) in it or in class subfolders")
         return loose, [0] * len(loose), []
-    if loose:
+    if loose and f"mixed:{root}" not in _reported:  # said once per process
+        _reported.add(f"mixed:{root}")
         print(
             f"note: '{root}' holds {len(per_class)} class subfolders and {len(loose)} images beside them: "
             "training on the subfolders' images; the loose ones are left out (move them into a subfolder to use them)"
@@ -417,6 +426,7 @@ class Loader:
         self.seed = seed
         self.normalize = normalize
         self.rank, self.world_size = 0, 1  # see `shard`
+        self.labelled = False  # True: batches are (images, labels), for a class-conditional model
 
     def shard(self, rank: int, world_size: int) -> None:
         """Serve only this process's share of each epoch in a distributed run (see `order`)."""
@@ -445,8 +455,9 @@ class Loader:
     def to_float(self, images: torch.Tensor) -> torch.Tensor:
         return to_float(images, self.normalize)
 
-    def batches(self, epoch: int, start: int = 0) -> Iterator[torch.Tensor]:
-        """The batches of one epoch as float (B, C, H, W) on the training device, skipping the first `start`."""
+    def batches(self, epoch: int, start: int = 0) -> Iterator[torch.Tensor | tuple[torch.Tensor, torch.Tensor]]:
+        """The batches of one epoch as float (B, C, H, W) on the training device, skipping the first `start`;
+        with `labelled`, (images, int64 labels) pairs."""
         raise NotImplementedError
 
     def in_file_order(self, batch_size: int) -> Loader:
@@ -474,12 +485,15 @@ class InMemoryLoader(Loader):
     def batches(self, epoch: int, start: int = 0) -> Iterator[torch.Tensor]:
         for indices in self.index_batches(epoch, start, self.images.device):
             # index_select copies whole rows: several times faster than images[indices]
-            yield self.to_float(self.images.index_select(0, indices))
+            images = self.to_float(self.images.index_select(0, indices))
+            yield (images, self.labels.index_select(0, indices)) if self.labelled else images
 
     def in_file_order(self, batch_size: int) -> InMemoryLoader:
-        return InMemoryLoader(
+        loader = InMemoryLoader(
             self.images, self.labels, batch_size, False, self.normalize, self.seed, self.images.device
         )
+        loader.labelled = self.labelled
+        return loader
 
 
 class DatasetLoader(Loader):
@@ -507,24 +521,27 @@ class DatasetLoader(Loader):
         self.images = DatasetImages(dataset, self.device)
 
     def batches(self, epoch: int, start: int = 0) -> Iterator[torch.Tensor]:
-        index_batches = [indices.tolist() for indices in self.index_batches(epoch, start)]
+        index_batches = self.index_batches(epoch, start)
         loader = torch.utils.data.DataLoader(
             self.dataset,
-            batch_sampler=index_batches,
+            batch_sampler=[indices.tolist() for indices in index_batches],
             num_workers=self.num_workers,
             pin_memory=self.device.type == "cuda",
             generator=torch.Generator().manual_seed(self.seed),  # its own: the global RNG stays training's
         )
         try:
-            for images, _ in loader:
-                yield self.to_float(images.to(self.device, non_blocking=True))
+            for indices, (images, _) in zip(index_batches, loader, strict=True):
+                images = self.to_float(images.to(self.device, non_blocking=True))
+                yield (images, self.labels[indices.to(self.device)]) if self.labelled else images
         except UserError as error:  # from a worker: its message carries the worker's traceback
             raise UserError(str(error).strip().splitlines()[-1].split("UserError: ", 1)[-1]) from None
 
     def in_file_order(self, batch_size: int) -> DatasetLoader:
-        return DatasetLoader(
+        loader = DatasetLoader(
             self.dataset, self.labels, batch_size, False, self.normalize, self.seed, self.device, self.num_workers
         )
+        loader.labelled = self.labelled
+        return loader
 
 
 class DatasetImages(Sequence):

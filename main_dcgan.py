@@ -13,6 +13,8 @@ model_kwargs = {
     "feature_maps": 64,
     "image_channels": 3,
     "image_size": 32,  # a power of two; images are resized to it
+    "num_classes": None,  # 10: class-conditional (ask for a class); None: unconditional
+    "class_conditioning": "projection",  # how a conditional discriminator sees the label: projection or concat
 }
 
 dataset_kwargs = {

@@ -17,6 +17,8 @@ mnist_model_kwargs = {
     "generator_batchnorm": True,  # BatchNorm after each hidden layer of the generator: smooth strokes sooner
     "discriminator_hidden_layers": 2,
     "discriminator_dropout": 0.3,
+    "num_classes": None,  # 10: class-conditional (ask for a digit); None: unconditional
+    "class_conditioning": "projection",  # how a conditional discriminator sees the label: projection or concat
 }
 
 dataset_kwargs = {

@@ -13,6 +13,7 @@ mnist_model_kwargs = {
     "latent_dim": 32,  # (change, if required) SPEC: 512; 32 reaches a lower test loss (README, Results)
     "image_size": 784,  # 28x28 --> flatten
     "num_hidden_layers": 2,  # hidden layers in the encoder and in the decoder (1 with the SPEC's settings)
+    "num_classes": None,  # 10: a conditional VAE (decode a chosen digit); None: unconditional
 }
 
 dataset_kwargs = {

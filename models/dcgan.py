@@ -7,6 +7,8 @@ import math
 import torch
 from torch import nn
 
+from models.conditioning import Projection, check_class_conditioning, check_num_classes, with_labels
+
 
 def _num_stages(image_size: int) -> int:
     """Stride-2 stages between a 4x4 feature map and the image."""
@@ -31,20 +33,31 @@ def init_dcgan_weights(module: nn.Module) -> None:
 
 
 class DCGANGenerator(nn.Module):
-    """latent (N, latent_dim) -> 4x4 -> ... -> image (N, C, S, S) in [-1, 1] via transposed convs."""
+    """latent (N, latent_dim) -> 4x4 -> ... -> image (N, C, S, S) in [-1, 1] via transposed convs.
+    With `num_classes` the one-hot label joins the latent: forward(z, labels)."""
 
-    def __init__(self, latent_dim: int = 100, feature_maps: int = 64, image_channels: int = 3, image_size: int = 32):
+    def __init__(
+        self,
+        latent_dim: int = 100,
+        feature_maps: int = 64,
+        image_channels: int = 3,
+        image_size: int = 32,
+        num_classes: int | None = None,
+    ):
         super().__init__()
         self.config = dict(
             latent_dim=latent_dim, feature_maps=feature_maps, image_channels=image_channels, image_size=image_size
         )
-        self.latent_dim = latent_dim
+        if num_classes is not None:  # absent from an unconditional model's config: its files stay as they were
+            self.config["num_classes"] = num_classes
+        check_num_classes(num_classes)
+        self.latent_dim, self.num_classes = latent_dim, num_classes
         self.image_shape = (image_channels, image_size, image_size)
         _check_channels(image_channels)
         stages = _num_stages(image_size)
         channels = feature_maps * 2 ** (stages - 1)
         layers: list[nn.Module] = [
-            nn.ConvTranspose2d(latent_dim, channels, 4, 1, 0, bias=False),
+            nn.ConvTranspose2d(latent_dim + (num_classes or 0), channels, 4, 1, 0, bias=False),
             nn.BatchNorm2d(channels),
             nn.ReLU(True),
         ]
@@ -59,22 +72,41 @@ class DCGANGenerator(nn.Module):
         self.net = nn.Sequential(*layers)
         self.apply(init_dcgan_weights)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        z = with_labels(z.view(z.shape[0], -1), labels, self.num_classes)
         return self.net(z.view(z.shape[0], -1, 1, 1))
 
 
 class DCGANDiscriminator(nn.Module):
-    """image -> 4x4 stride-2 convs down to 4x4 -> one logit; `probability` gives P(real)."""
+    """image -> 4x4 stride-2 convs down to 4x4 -> one logit; `probability` gives P(real).
 
-    def __init__(self, feature_maps: int = 64, image_channels: int = 3, image_size: int = 32):
+    With `num_classes`, forward(x, labels) judges the pair, by `class_conditioning` "projection"
+    (the label's embedding times the final 4x4 feature map joins the logit) or "concat" (one-hot
+    label maps join the image's channels).
+    """
+
+    def __init__(
+        self,
+        feature_maps: int = 64,
+        image_channels: int = 3,
+        image_size: int = 32,
+        num_classes: int | None = None,
+        class_conditioning: str = "projection",
+    ):
         super().__init__()
         self.config = dict(feature_maps=feature_maps, image_channels=image_channels, image_size=image_size)
+        if num_classes is not None:
+            self.config |= {"num_classes": num_classes, "class_conditioning": class_conditioning}
+        check_num_classes(num_classes)
+        check_class_conditioning(class_conditioning)
         self.image_shape = (image_channels, image_size, image_size)
         _check_channels(image_channels)
         stages = _num_stages(image_size)
+        self.num_classes = num_classes
+        self.concat = num_classes is not None and class_conditioning == "concat"
         # No BatchNorm on the first layer, as in the paper.
         layers: list[nn.Module] = [
-            nn.Conv2d(image_channels, feature_maps, 4, 2, 1, bias=False),
+            nn.Conv2d(image_channels + (num_classes if self.concat else 0), feature_maps, 4, 2, 1, bias=False),
             nn.LeakyReLU(0.2, True),
         ]
         channels = feature_maps
@@ -88,9 +120,18 @@ class DCGANDiscriminator(nn.Module):
         layers.append(nn.Conv2d(channels, 1, 4, 1, 0, bias=False))
         self.net = nn.Sequential(*layers)
         self.apply(init_dcgan_weights)
+        self.projection = Projection(num_classes, channels * 16) if num_classes and not self.concat else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x).flatten()
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if self.concat:
+            maps = with_labels(x.new_zeros(len(x), 0), labels, self.num_classes)
+            x = torch.cat([x, maps[:, :, None, None].expand(-1, -1, *x.shape[2:])], 1)
+        elif self.projection is None:
+            with_labels(x, labels, None)  # an unconditional discriminator refuses labels
+        if self.projection is None:
+            return self.net(x).flatten()
+        features = self.net[:-1](x)  # (N, C, 4, 4)
+        return self.net[-1](features).flatten() + self.projection(features, labels)
 
-    def probability(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self(x))
+    def probability(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.sigmoid(self(x, labels))

@@ -7,6 +7,8 @@ import math
 import torch
 from torch import nn
 
+from models.conditioning import Projection, check_class_conditioning, check_num_classes, with_labels
+
 
 def _image_shape(image_size: int) -> tuple[int, int, int]:
     side = math.isqrt(image_size)
@@ -45,7 +47,8 @@ def _mlp(sizes: list[int], dropout: float = 0.0, batchnorm: bool = False) -> lis
 
 
 class FCGenerator(nn.Module):
-    """latent -> hidden layers -> image_size pixels in [-1, 1] (tanh), as a flat vector."""
+    """latent -> hidden layers -> image_size pixels in [-1, 1] (tanh), as a flat vector. With
+    `num_classes` the label, one-hot, joins the latent (Mirza & Osindero, 2014): forward(z, labels)."""
 
     def __init__(
         self,
@@ -54,6 +57,7 @@ class FCGenerator(nn.Module):
         image_size: int = 784,
         generator_hidden_layers: int = 2,
         generator_batchnorm: bool = True,
+        num_classes: int | None = None,
     ) -> None:
         super().__init__()
         self.config = dict(
@@ -63,25 +67,31 @@ class FCGenerator(nn.Module):
             generator_hidden_layers=generator_hidden_layers,
             generator_batchnorm=generator_batchnorm,
         )
-        self.latent_dim = latent_variable_size
+        if num_classes is not None:  # absent from an unconditional model's config: its files stay as they were
+            self.config["num_classes"] = num_classes
+        check_num_classes(num_classes)
+        self.latent_dim, self.num_classes = latent_variable_size, num_classes
         self.image_shape = _image_shape(image_size)
         _check_layers("generator_hidden_layers", generator_hidden_layers)
         hidden = [generator_hidden_size] * generator_hidden_layers
+        inputs = latent_variable_size + (num_classes or 0)
         self.net = nn.Sequential(
-            *_mlp([latent_variable_size, *hidden], batchnorm=generator_batchnorm),
-            nn.Linear(hidden[-1] if hidden else latent_variable_size, image_size),
+            *_mlp([inputs, *hidden], batchnorm=generator_batchnorm),
+            nn.Linear(hidden[-1] if hidden else inputs, image_size),
             nn.Tanh(),
         )
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z)
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.net(with_labels(z, labels, self.num_classes))
 
 
 class FCDiscriminator(nn.Module):
     """image -> hidden layers -> one logit; `probability` gives sigmoid(logit) = P(real).
 
     The logit is what the loss uses: BCE-with-logits is stable where BCE on a probability
-    saturates.
+    saturates. With `num_classes`, forward(x, labels) judges the pair: by `class_conditioning`
+    "projection" (the label's embedding times the last hidden layer joins the logit) or "concat"
+    (the one-hot label joins the pixels).
     """
 
     def __init__(
@@ -90,6 +100,8 @@ class FCDiscriminator(nn.Module):
         discriminator_hidden_size: int = 256,
         discriminator_hidden_layers: int = 2,
         discriminator_dropout: float = 0.3,
+        num_classes: int | None = None,
+        class_conditioning: str = "projection",
     ) -> None:
         super().__init__()
         self.config = dict(
@@ -98,18 +110,28 @@ class FCDiscriminator(nn.Module):
             discriminator_hidden_layers=discriminator_hidden_layers,
             discriminator_dropout=discriminator_dropout,
         )
+        if num_classes is not None:
+            self.config |= {"num_classes": num_classes, "class_conditioning": class_conditioning}
+        check_num_classes(num_classes)
+        check_class_conditioning(class_conditioning)
         self.image_shape = _image_shape(image_size)
         _check_layers("discriminator_hidden_layers", discriminator_hidden_layers)
         if not 0 <= discriminator_dropout < 1:
             raise ValueError(f"discriminator_dropout must be in [0, 1), got {discriminator_dropout}")
+        self.num_classes = num_classes
+        self.concat = num_classes is not None and class_conditioning == "concat"
+        inputs = image_size + (num_classes if self.concat else 0)
         hidden = [discriminator_hidden_size] * discriminator_hidden_layers
-        self.net = nn.Sequential(
-            *_mlp([image_size, *hidden], discriminator_dropout),
-            nn.Linear(hidden[-1] if hidden else image_size, 1),
-        )
+        features = hidden[-1] if hidden else inputs
+        self.net = nn.Sequential(*_mlp([inputs, *hidden], discriminator_dropout), nn.Linear(features, 1))
+        self.projection = Projection(num_classes, features) if num_classes and not self.concat else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x.flatten(1)).squeeze(1)
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        x = x.flatten(1)
+        if self.projection is None:
+            return self.net(with_labels(x, labels, self.num_classes if self.concat else None)).squeeze(1)
+        features = self.net[:-1](x)
+        return self.net[-1](features).squeeze(1) + self.projection(features, labels)
 
-    def probability(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self(x))
+    def probability(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.sigmoid(self(x, labels))

@@ -129,6 +129,7 @@ class Trainer:
     # The metrics panel of the loss curve: the first of these on the left axis, the [0, 1] ones on the right.
     metric_panel: tuple[tuple[str, ...], tuple[str, ...]] = (("frechet_distance", "neg_elbo"), ("precision", "recall"))
     samples_per_grid = 64
+    num_classes: int | None = None  # a class-conditional model's classes (its batches are (images, labels))
     # True in a subclass whose train_step reads Python-side state that changes from step to step
     # (a loss-weight schedule, self.step): a replayed CUDA graph would freeze it, so the step runs as it is.
     eager_step = False
@@ -218,10 +219,15 @@ class Trainer:
         return {"generator_metrics": self.evaluator.protocol()} if self.evaluator else {}
 
     def generator_metrics(
-        self, sample: Callable[[torch.Tensor], torch.Tensor], latent_dim: int, image_shape: tuple[int, int, int]
+        self,
+        sample: Callable[..., torch.Tensor],
+        latent_dim: int,
+        image_shape: tuple[int, int, int],
+        num_classes: int | None = None,
     ) -> dict[str, float]:
-        """The classifier-based metrics (trainers.metrics) of `sample(z)` -> images in [0, 1]; {} where the
-        data set has no classifier (the note saying so is printed once)."""
+        """The classifier-based metrics (trainers.metrics) of `sample(z)` -> images in [0, 1], or of
+        `sample(z, labels)` for a conditional model; {} where the data set has no classifier (the note
+        saying so is printed once)."""
         if self.evaluator is None:
             dataset = self.config.get("dataset", {})
             self.evaluator = (
@@ -232,15 +238,25 @@ class Trainer:
                     self.seed,
                     features=self.metrics_features,
                     inception_weights=self.inception_weights,
+                    conditional=num_classes is not None,
                 )
                 or False
             )
-        return self.evaluator.evaluate_generator(sample, latent_dim) if self.evaluator else {}
+        return self.evaluator.evaluate_generator(sample, latent_dim, num_classes) if self.evaluator else {}
 
     def make_fixed_noise(self, latent_dim: int) -> torch.Tensor:
         """The same latents every epoch, from their own RNG: the grids show progress, not luck."""
         rng = torch.Generator().manual_seed(self.seed)
         return torch.randn(self.samples_per_grid, latent_dim, generator=rng).to(self.device)
+
+    def grid_inputs(self) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], int]:
+        """(latents, labels, images per row) of the sample grid: the fixed noise, 8 a row; for a conditional
+        model one class a row (up to 16) with the same 8 latents in every row, so a column is one style."""
+        if self.num_classes is None:
+            return self.fixed_noise, (), 8
+        rows = min(self.num_classes, 16)
+        labels = torch.arange(rows, device=self.device).repeat_interleave(8)
+        return self.fixed_noise[:8].repeat(rows, 1), (labels,), 8
 
     # ------------------------------------------------------------------ the loop
 
@@ -312,7 +328,7 @@ class Trainer:
             disable=not distributed.is_main(),
         )
         for batch in self.loader.batches(epoch, start=self.step):
-            terms = self.run_step(batch)
+            terms = self.run_step(*batch) if isinstance(batch, tuple) else self.run_step(batch)  # (images, labels)
             for name, value in terms.items():
                 sums[name] = sums.get(name, 0) + value
                 point_sums[name] = point_sums.get(name, 0) + value

@@ -110,6 +110,8 @@ class GANTrainer(Trainer):
         self.loss, self.d_steps, self.gp_weight = loss, d_steps, gp_weight
         self.real_target = 1.0 - label_smoothing if loss == "bce" else 1.0
         self.fixed_noise = self.make_fixed_noise(generator.latent_dim)
+        self.num_classes = getattr(generator, "num_classes", None)  # class-conditional: batches come with labels
+        loader.labelled = self.num_classes is not None
         # What a step calls, and the tensors it updates: looked up once, not every step. Under torchrun
         # g and d are in DDP; the generator step calls the plain discriminator (`d_plain`): it computes no
         # gradients for D, and D's DDP would wait for them. G's DDP averages G's gradients.
@@ -130,21 +132,26 @@ class GANTrainer(Trainer):
             self.source_tensors = [state[k] for k in floats]
         self.run_step = self.speed.step(self.train_step, self.optimizers.values())
 
-    def train_step(self, real: torch.Tensor) -> dict[str, torch.Tensor]:
+    def train_step(self, real: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """One discriminator step and (every d_steps-th batch) one generator step. A conditional GAN
+        draws its fakes for the real batch's labels, and D judges each image with its label."""
         real = self.speed.batch(real)
+        y = () if labels is None else (labels,)  # what G and D take besides z or the images
         z = torch.randn(len(real), self.generator.latent_dim, device=real.device)
         with self.speed.autocast():
-            fake = self.g(z)
+            fake = self.g(z, *y)
             # Discriminator: real against fake. detach(): this step leaves G alone.
             if self.joint_d_pass:
-                logits = self.d(torch.cat([real, fake.detach().reshape(real.shape)])).float()
+                both_y = () if labels is None else (torch.cat([labels, labels]),)
+                logits = self.d(torch.cat([real, fake.detach().reshape(real.shape)]), *both_y).float()
                 d_real, d_fake = logits[: len(real)], logits[len(real) :]
             else:
-                d_real = self.d(real).float()
-                d_fake = self.d(fake.detach()).float()
+                d_real = self.d(real, *y).float()
+                d_fake = self.d(fake.detach(), *y).float()
         d_loss = gan_discriminator_loss(self.loss, d_real, d_fake, self.real_target)
         if self.loss == "wgan_gp":
-            d_loss = d_loss + self.gp_weight * gradient_penalty(self.d, real, fake.detach())
+            critic = (lambda x: self.d(x, *y)) if y else self.d
+            d_loss = d_loss + self.gp_weight * gradient_penalty(critic, real, fake.detach())
         self.optimizers["discriminator"].zero_grad(set_to_none=True)
         d_loss.backward()
         self.optimizers["discriminator"].step()
@@ -154,7 +161,7 @@ class GANTrainer(Trainer):
         batch_number = self.epoch * len(self.loader) + self.step + 1  # from the checkpoint's counters on resume
         generator_step = batch_number % self.d_steps == 0
         with self.speed.autocast(), torch.set_grad_enabled(generator_step):
-            d_gen = self.d_plain(fake).float()
+            d_gen = self.d_plain(fake, *y).float()
         g_loss = gan_generator_loss(self.loss, d_gen)  # logged on the other batches too
         if generator_step:
             self.optimizers["generator"].zero_grad(set_to_none=True)
@@ -199,14 +206,16 @@ class GANTrainer(Trainer):
         return {"generator": self.sampler, "discriminator": self.discriminator}
 
     def compute_metrics(self) -> dict[str, float]:
-        """The classifier-based metrics (trainers.metrics) of the exported generator: the EMA when there is one."""
+        """The classifier-based metrics (trainers.metrics) of the exported generator: the EMA when there is one.
+        A conditional generator draws for the real test images' labels, and is scored on drawing them too."""
         generator = self.sampler
         generator.eval()
         try:
             return self.generator_metrics(
-                lambda z: (generator(z).view(-1, *generator.image_shape) + 1) / 2,  # tanh's [-1, 1] -> [0, 1]
+                lambda z, *y: (generator(z, *y).view(-1, *generator.image_shape) + 1) / 2,  # [-1, 1] -> [0, 1]
                 generator.latent_dim,
                 generator.image_shape,
+                self.num_classes,
             )
         finally:
             generator.train()
@@ -215,10 +224,15 @@ class GANTrainer(Trainer):
     def save_samples(self, epoch: int) -> None:
         generator = self.sampler
         generator.eval()
-        images = generator(self.fixed_noise).view(-1, *generator.image_shape)
+        z, y, per_row = self.grid_inputs()
+        images = generator(z, *y).view(-1, *generator.image_shape)
         generator.train()
         save_image(
-            images, self.output_dir / f"generated_image_epoch_{epoch}.png", nrow=8, normalize=True, value_range=(-1, 1)
+            images,
+            self.output_dir / f"generated_image_epoch_{epoch}.png",
+            nrow=per_row,
+            normalize=True,
+            value_range=(-1, 1),
         )
 
 

@@ -13,7 +13,9 @@ neither available offline nor meaningful for 28x28 digits):
 - class_entropy_bits: entropy of the histogram of predicted classes; log2(10) = 3.32 when every class
   is as frequent as any other, low when the generator collapses onto a few modes;
 - precision, recall: the share of generated images inside the real images' k-NN balls, and of real
-  images inside the generated ones' (Kynkäänniemi et al. 2019): fidelity and coverage, in [0, 1].
+  images inside the generated ones' (Kynkäänniemi et al. 2019): fidelity and coverage, in [0, 1];
+- class_accuracy (class-conditional models): the share of samples the in-domain classifier puts in
+  the class they were drawn for, the mean over classes, and class_accuracy_<c> for each class c.
 """
 
 from __future__ import annotations
@@ -172,9 +174,16 @@ class GeneratorEvaluator:
         seed: int = 0,
         batch_size: int = 500,
         real_split: str = "test",
+        real_labels: torch.Tensor | None = None,
+        label_classifier: SmallCNN | None = None,
     ) -> None:
-        """`real_images`: uint8 (N, C, H, W) at the generator's image shape; `record`: the classifier's."""
+        """`real_images`: uint8 (N, C, H, W) at the generator's image shape; `record`: the classifier's.
+        A conditional generator draws for `real_labels`; `label_classifier` (the in-domain classifier,
+        also when the features are Inception's) says which class each sample shows."""
         self.classifier, self.record, self.real_split = classifier.to(device).eval(), record, real_split
+        self.real_labels = None if real_labels is None else real_labels.cpu()
+        self.label_classifier = None if label_classifier is None else label_classifier.to(device).eval()
+        self.scored_classes = False  # class_accuracy measured (a conditional generator)
         self.inception = isinstance(classifier, InceptionFeatures)
         self.device, self.seed, self.batch_size = torch.device(device), seed, batch_size
         self.num_images, self.image_shape = len(real_images), tuple(real_images.shape[1:])
@@ -202,18 +211,53 @@ class GeneratorEvaluator:
         return metrics
 
     @torch.no_grad()
-    def evaluate_generator(self, sample: Callable[[torch.Tensor], torch.Tensor], latent_dim: int) -> dict[str, float]:
+    def evaluate_generator(
+        self, sample: Callable[..., torch.Tensor], latent_dim: int, num_classes: int | None = None
+    ) -> dict[str, float]:
         """Metrics of as many generated images as there are real ones. `sample(z)` -> float [0, 1] (N, C, H, W);
-        the caller puts the model in eval mode. The latents are the same at every evaluation (own
-        seeded generator) and the global RNG is left as it was, so training's random stream is untouched."""
+        for a conditional generator (`num_classes`) `sample(z, labels)`, drawn for the real images' labels
+        (so both sets have the same classes) and scored on showing them. The caller puts the model in eval
+        mode. The latents are the same at every evaluation (own seeded generator) and the global RNG is
+        left as it was, so training's random stream is untouched."""
+        require(
+            num_classes is None or self.real_labels is not None,
+            "a conditional model's metrics need the real images' labels",
+        )
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             rng = torch.Generator().manual_seed(self.seed)
             z = torch.randn(self.num_images, latent_dim, generator=rng)
-            return self.evaluate_images(self._samples(sample, z))
+            labels = None if num_classes is None else self.real_labels
+            if labels is None or self.label_classifier is None:
+                return self.evaluate_images(self._samples(sample, z, labels))
+            images = torch.cat(list(self._samples(sample, z, labels)))
+            self.scored_classes = True
+            return {**self.evaluate_images(images.split(self.batch_size)), **self.class_accuracy(images, labels)}
 
-    def _samples(self, sample: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor) -> Iterator[torch.Tensor]:
+    def _samples(
+        self, sample: Callable[..., torch.Tensor], z: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> Iterator[torch.Tensor]:
         for i in range(0, len(z), self.batch_size):
-            yield sample(z[i : i + self.batch_size].to(self.device))
+            y = () if labels is None else (labels[i : i + self.batch_size].to(self.device),)
+            yield sample(z[i : i + self.batch_size].to(self.device), *y)
+
+    @torch.no_grad()
+    def class_accuracy(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+        """How often the in-domain classifier sees the class each image was drawn for: the mean over classes
+        (class_accuracy) and per class (class_accuracy_<c>)."""
+        predicted = torch.cat(
+            [
+                self.label_classifier(
+                    fit_to_classifier(batch.to(self.device).float(), self.label_classifier.image_shape)
+                )
+                .argmax(1)
+                .cpu()
+                for batch in images.split(self.batch_size)
+            ]
+        )
+        per_class = {
+            f"class_accuracy_{c}": (predicted[labels == c] == c).float().mean().item() for c in labels.unique().tolist()
+        }
+        return {"class_accuracy": float(np.mean(list(per_class.values()))), **per_class}
 
     def protocol(self) -> dict:
         """How the metrics were measured: two numbers compare only where their protocols are the same."""
@@ -239,6 +283,14 @@ class GeneratorEvaluator:
             "resize": resize,
             "kid": f"unbiased MMD^2, cubic polynomial kernel, mean of 100 subsets of {min(1000, self.num_images)}",
             "precision_recall": "k-NN, k = 3 (Kynkaanniemi et al. 2019)",
+            **(
+                {
+                    "class_accuracy": f"the in-domain classifier's argmax on {self.num_images} samples drawn for the "
+                    f"real {self.real_split} images' labels, mean over classes"
+                }
+                if self.scored_classes
+                else {}
+            ),
         }
 
     def real_reference(self, images: torch.Tensor) -> dict[str, float]:
@@ -258,41 +310,57 @@ def make_generator_evaluator(
     classifier_max_samples: int | None = None,
     features: str = "classifier",
     inception_weights: str = "",
+    conditional: bool = False,
 ) -> GeneratorEvaluator | None:
     """The evaluator for a run's dataset kwargs (its `classes` too), in the features `features` asks for:
     "inception" (the FID Inception weights must be on disk), "classifier" (the in-domain classifier), or
     "auto" (Inception where its weights are on disk, else the classifier; it says which, once).
     None with a one-line note where the data has no classifier or it cannot be trained: the run goes on
-    without these metrics."""
+    without these metrics. `conditional`: also the in-domain classifier for class_accuracy, where there is one."""
     weights = check_metrics_features(features, inception_weights)
     if weights is not None:
         if features == "auto":
             print(f"metrics in Inception features ({weights}); metrics_features='classifier' for the in-domain one")
-        return _inception_evaluator(dataset, image_shape, weights, device, seed, max_images)
+        label_classifier = None
+        if conditional:
+            try:
+                label_classifier, _ = get_classifier(data_source(dataset, cache_dir), device, classifier_epochs)
+            except (Unsupported, UserError, OSError) as error:
+                print(f"note: class_accuracy skipped: {error}")
+        return _inception_evaluator(dataset, image_shape, weights, device, seed, max_images, label_classifier)
     if features == "auto":
         print("metrics in the in-domain classifier's features (no FID Inception weights in torch hub's cache)")
     try:
         source = data_source(dataset, cache_dir)
-        real, _ = load_real_test(source, dataset, image_shape, max_images)
+        real, labels = load_real_test(source, dataset, image_shape, max_images)
         classifier, record = get_classifier(source, device, classifier_epochs, classifier_max_samples)
     except (Unsupported, UserError, OSError) as error:
         print(f"note: generator metrics skipped: {error}")
         return None
-    return GeneratorEvaluator(classifier, real, record, device, seed)
+    return GeneratorEvaluator(classifier, real, record, device, seed, real_labels=labels, label_classifier=classifier)
 
 
 def _inception_evaluator(
-    dataset: dict, image_shape: tuple[int, int, int], weights: Path, device: torch.device | str, seed: int, n: int
+    dataset: dict,
+    image_shape: tuple[int, int, int],
+    weights: Path,
+    device: torch.device | str,
+    seed: int,
+    n: int,
+    label_classifier: SmallCNN | None = None,
 ) -> GeneratorEvaluator:
     """Inception features need no labels: the real images are the test split, or the training images where
     an image folder has none."""
     dataset_type, root = dataset.get("dataset_type", "mnist"), dataset.get("root", "data")
     split = "test" if dataset_type != "image_folder" or held_out_folder(root) else "train (no test split)"
-    real, _ = load_images(dataset_type, root, train=False, image_shape=image_shape, classes=dataset.get("classes"))
+    real, labels = load_images(dataset_type, root, train=False, image_shape=image_shape, classes=dataset.get("classes"))
     if len(real) > n:
-        real = real[torch.linspace(0, len(real) - 1, n).long()]
+        keep = torch.linspace(0, len(real) - 1, n).long()
+        real, labels = real[keep], labels[keep]
     network = InceptionFeatures(weights, image_shape[1:])
-    return GeneratorEvaluator(network, real, None, device, seed, batch_size=100, real_split=split)
+    return GeneratorEvaluator(
+        network, real, None, device, seed, 100, split, real_labels=labels, label_classifier=label_classifier
+    )
 
 
 def load_real_test(

@@ -44,7 +44,11 @@ def pixel_entropy(x: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def vae_importance_weighted_nll(
-    vae: nn.Module, x: torch.Tensor, num_samples: int, generator: torch.Generator | None = None
+    vae: nn.Module,
+    x: torch.Tensor,
+    num_samples: int,
+    generator: torch.Generator | None = None,
+    labels: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """-log p(x) per image, estimated with `num_samples` importance samples z_k ~ q(z|x) (Burda et al., 2016):
 
@@ -52,19 +56,20 @@ def vae_importance_weighted_nll(
 
     An upper bound on the true -log p(x) that tightens as K grows; K = 1 is the one-sample -ELBO.
     The samples are decoded a chunk at a time, about 16k rows (a 1000-image batch: 16 samples).
+    A conditional VAE given `labels` estimates -log p(x|y) the same way.
     """
+    y = () if labels is None else (labels,)
     x = x.flatten(1)
     chunk = max(1, 2**14 // len(x))
-    mu, logvar = vae.encode(x)
+    mu, logvar = vae.encode(x, *y)
     std = torch.exp(0.5 * logvar)
     log_weights = []
     for start in range(0, num_samples, chunk):
         k = min(chunk, num_samples - start)
         eps = torch.randn((k, *mu.shape), generator=generator, device=mu.device, dtype=mu.dtype)
         z = mu + eps * std
-        log_px_z = -F.binary_cross_entropy_with_logits(vae.decode_logits(z), x.expand(k, -1, -1), reduction="none").sum(
-            2
-        )
+        logits = vae.decode_logits(z, *y)
+        log_px_z = -F.binary_cross_entropy_with_logits(logits, x.expand(k, -1, -1), reduction="none").sum(2)
         log_pz = -0.5 * (z.pow(2) + LOG_2PI).sum(2)
         log_qz_x = -0.5 * (eps.pow(2) + logvar + LOG_2PI).sum(2)
         log_weights.append(log_px_z + log_pz - log_qz_x)

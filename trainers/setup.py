@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from datasets import as_class_list, make_loader
+from datasets import as_class_list, count_classes, make_loader
 from trainers import distributed
 from trainers.speed import check_num_threads
 from utils import UserError, check_kwargs, keyword_defaults, pick_device, require, seed_everything, unknown_key
@@ -87,10 +87,27 @@ def prepare_run(
     check_output_dir(trainer["output_dir"])
     seed_everything(trainer["seed"])
     models = build_models(model_classes, model_kwargs, model_dict_name)
+    check_labels(model_kwargs.get("num_classes"), dataset, model_dict_name)
     device = distributed.start(device)
     if distributed.rank() > 0:  # rank 0 keeps the stream of a one-process run
         seed_everything(trainer["seed"] + 1_000_003 * distributed.rank())
     return models, dataset, trainer, device
+
+
+def check_labels(num_classes: int | None, dataset: dict, dict_name: str) -> None:
+    """A class-conditional model (num_classes set) needs a data set with as many classes."""
+    if num_classes is None:
+        return
+    count = count_classes(dataset["dataset_type"], dataset["root"])
+    require(
+        count > 0,
+        f"{dict_name}['num_classes'] is {num_classes}, but '{dataset['root']}' holds its images without class "
+        "subfolders: there are no labels to condition on; put each class in its own subfolder, or set num_classes None",
+    )
+    require(
+        count == num_classes,
+        f"{dict_name}['num_classes'] is {num_classes}, the data set has {count} classes: set num_classes to {count}",
+    )
 
 
 __all__ = ["prepare_run", "make_loader"]

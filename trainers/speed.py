@@ -180,10 +180,9 @@ class Speed:
     def batch(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
-    def step(
-        self, train_step: Callable[[torch.Tensor], dict], optimizers: Iterable[torch.optim.Optimizer]
-    ) -> Callable[[torch.Tensor], dict]:
-        """What the epoch loop calls for a batch: `train_step`, or its CUDA graph."""
+    def step(self, train_step: Callable[..., dict], optimizers: Iterable[torch.optim.Optimizer]) -> Callable[..., dict]:
+        """What the epoch loop calls for a batch (images, and labels for a conditional model): `train_step`,
+        or its CUDA graph."""
         return CapturedStep(train_step, optimizers) if self.cuda_graphs else train_step
 
 
@@ -194,8 +193,9 @@ class CapturedStep:
     The first `warmup` batches run the step as it is, on a side stream, as capturing needs
     (Adam creates its state, cuBLAS its workspaces); the next one records the step into the graph
     and replays it, and so does every later batch of the same shape, copied into the graph's
-    input tensor. A batch of another shape (an epoch's smaller last one) runs the step as it is.
-    Random draws (noise, dropout) come from the default CUDA generator, fresh at each replay.
+    input tensors (the images, and the labels of a conditional model). A batch of another shape
+    (an epoch's smaller last one) runs the step as it is. Random draws (noise, dropout) come from
+    the default CUDA generator, fresh at each replay.
     What a replay returns is overwritten by the next one: use it before then.
 
     A replay runs no Python, so Python-side values the step reads are frozen at capture. The
@@ -206,7 +206,7 @@ class CapturedStep:
     """
 
     def __init__(
-        self, train_step: Callable[[torch.Tensor], dict], optimizers: Iterable[torch.optim.Optimizer], warmup: int = 3
+        self, train_step: Callable[..., dict], optimizers: Iterable[torch.optim.Optimizer], warmup: int = 3
     ) -> None:
         self.train_step, self.optimizers, self.warmup = train_step, list(optimizers), warmup
         self.graph: torch.cuda.CUDAGraph | None = None
@@ -214,38 +214,40 @@ class CapturedStep:
         self.calls = 0
         self.ended = False
 
-    def __call__(self, batch: torch.Tensor) -> dict:
+    def __call__(self, *batch: torch.Tensor) -> dict:
         if self.ended:  # by a changed hyperparameter: the plain step from now on
-            return self.train_step(batch)
+            return self.train_step(*batch)
         if self.graph is None:
             self.calls += 1
             return self._warm_up(batch) if self.calls <= self.warmup else self._capture(batch)
-        if batch.shape != self.input.shape:
-            return self.train_step(batch)
+        if batch[0].shape != self.inputs[0].shape:
+            return self.train_step(*batch)
         if self._hyperparameters() != self.captured_with:
             print("note: cuda_graphs off from here: an optimizer's lr, betas or weight decay changed after capture")
             self.graph, self.ended = None, True
-            return self.train_step(batch)
-        self.input.copy_(batch)
+            return self.train_step(*batch)
+        for static, tensor in zip(self.inputs, batch, strict=True):
+            static.copy_(tensor)
         self.graph.replay()
         return self.output
 
-    def _warm_up(self, batch: torch.Tensor) -> dict:
-        self.side_stream = self.side_stream or torch.cuda.Stream(batch.device)
-        self.side_stream.wait_stream(torch.cuda.current_stream(batch.device))
+    def _warm_up(self, batch: tuple[torch.Tensor, ...]) -> dict:
+        device = batch[0].device
+        self.side_stream = self.side_stream or torch.cuda.Stream(device)
+        self.side_stream.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(self.side_stream):
-            output = self.train_step(batch)
-        torch.cuda.current_stream(batch.device).wait_stream(self.side_stream)
+            output = self.train_step(*batch)
+        torch.cuda.current_stream(device).wait_stream(self.side_stream)
         return output
 
-    def _capture(self, batch: torch.Tensor) -> dict:
-        self.input = batch.clone()
+    def _capture(self, batch: tuple[torch.Tensor, ...]) -> dict:
+        self.inputs = [tensor.clone() for tensor in batch]
         self.captured_with = self._hyperparameters()
         for optimizer in self.optimizers:  # the graph's backward then writes fresh gradients, not sums
             optimizer.zero_grad(set_to_none=True)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            self.output = self.train_step(self.input)
+            self.output = self.train_step(*self.inputs)
         self.graph = graph
         graph.replay()  # recording ran nothing: now train on this batch
         return self.output

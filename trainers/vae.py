@@ -76,11 +76,13 @@ class VAETrainer(Trainer):
         self.fixed_noise = self.make_fixed_noise(vae.latent_dim)
         self.call_vae = self.speed.compiled(distributed.wrap(vae))  # under torchrun: DDP averages the gradients
         self.run_step = self.speed.step(self.train_step, self.optimizers.values())
+        self.num_classes = getattr(vae, "num_classes", None)  # a conditional VAE: batches come with labels
+        loader.labelled = test_loader.labelled = self.num_classes is not None
 
-    def train_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def train_step(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         x = self.speed.batch(x)
         with self.speed.autocast():
-            out = self.call_vae(x)
+            out = self.call_vae(x, *(() if labels is None else (labels,)))
         per_image = vae_negative_elbo(x, **{name: value.float() for name, value in out.items()}, beta=self.beta)
         terms = {name: value.mean() for name, value in per_image.items()}
         self.optimizers["vae"].zero_grad(set_to_none=True)
@@ -97,11 +99,11 @@ class VAETrainer(Trainer):
         totals: dict[str, float] = {}
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             torch.manual_seed(self.seed)
-            for x in self.test_loader.batches(0):
-                out = self.vae(x)
+            for x, *y in map(self._with_labels, self.test_loader.batches(0)):
+                out = self.vae(x, *y)
                 terms = vae_negative_elbo(x, **out)
                 terms["reconstruction_at_mu"] = vae_negative_elbo(
-                    x, self.vae.decode_logits(out["mu"]), out["mu"], out["logvar"]
+                    x, self.vae.decode_logits(out["mu"], *y), out["mu"], out["logvar"]
                 )["reconstruction"]
                 for name, value in terms.items():
                     totals[name] = totals.get(name, 0.0) + value.sum().item()
@@ -114,10 +116,15 @@ class VAETrainer(Trainer):
         """-log p(x) per test image, importance-weighted with `iw_samples` samples (seeded)."""
         generator = torch.Generator(self.device).manual_seed(self.seed)
         total = sum(
-            vae_importance_weighted_nll(self.vae, x, self.iw_samples, generator).sum().item()
-            for x in self.test_loader.batches(0)
+            vae_importance_weighted_nll(self.vae, x, self.iw_samples, generator, *y).sum().item()
+            for x, *y in map(self._with_labels, self.test_loader.batches(0))
         )
         return total / len(self.test_loader.images)
+
+    @staticmethod
+    def _with_labels(batch: torch.Tensor | tuple) -> tuple:
+        """A test batch as (images,) or, for a conditional VAE, (images, labels)."""
+        return batch if isinstance(batch, tuple) else (batch,)
 
     def compute_metrics(self) -> dict[str, float]:
         """Test-set negative ELBO and its two terms (nats per image, from this epoch's `evaluate`), the
@@ -129,7 +136,10 @@ class VAETrainer(Trainer):
         try:
             metrics["test_nll_iw"] = self.test_nll_iw()
             sample = self.generator_metrics(
-                lambda z: self.vae.decode(z).view(-1, *self.vae.image_shape), self.vae.latent_dim, self.vae.image_shape
+                lambda z, *y: self.vae.decode(z, *y).view(-1, *self.vae.image_shape),
+                self.vae.latent_dim,
+                self.vae.image_shape,
+                self.num_classes,
             )
         finally:
             self.vae.train()
@@ -149,17 +159,17 @@ class VAETrainer(Trainer):
     def save_samples(self, epoch: int) -> None:
         self.vae.eval()
         shape = (-1, *self.vae.image_shape)
+        z, y, per_row = self.grid_inputs()
         save_image(
-            self.vae.decode(self.fixed_noise).view(shape),
-            self.output_dir / f"generated_image_epoch_{epoch}.png",
-            nrow=8,
+            self.vae.decode(z, *y).view(shape), self.output_dir / f"generated_image_epoch_{epoch}.png", nrow=per_row
         )
         # Rows of (up to) 8 test images, each followed by a row of their reconstructions; up to 4 pairs of rows.
         available = len(self.test_loader.images)
         per_row = min(8, available)
         rows = min(4, available // per_row)
         originals = self.test_loader.to_float(self.test_loader.images[: rows * per_row])
-        reconstructions = self.vae.reconstruct(originals).view(shape)
+        y = () if self.num_classes is None else (self.test_loader.labels[: rows * per_row],)
+        reconstructions = self.vae.reconstruct(originals, *y).view(shape)
         grid_shape = (rows, per_row, *originals.shape[1:])
         pairs = torch.stack([originals.view(grid_shape), reconstructions.view(grid_shape)], 1)
         save_image(pairs.flatten(0, 2), self.output_dir / f"reconstruction_epoch_{epoch}.png", nrow=per_row)
