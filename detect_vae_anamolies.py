@@ -95,6 +95,11 @@ def load_vae(path: Path, device: torch.device) -> tuple[nn.Module, dict]:
     """The VAE in `path` and the dataset kwargs it was trained with (checkpoint meta)."""
     vae, dataset = load_trained(path, device, ("VAE",), "anomaly detection", "use vae.pt from main_vae.py's output_dir")
     require(
+        getattr(vae, "num_classes", None) is None,
+        f"'{path}' holds a class-conditional VAE: its scores would need each image's class, which an anomaly "
+        "detector is not told; train one with num_classes None",
+    )
+    require(
         not dataset.get("normalize", False),
         f"'{path}' was trained on pixels in [-1, 1] (normalize=True): the BCE error needs a VAE trained on [0, 1]",
     )

@@ -1,7 +1,9 @@
 """Draw samples from a trained generator (FC GAN or DCGAN) or VAE, for any tool to read.
 
 Latents z ~ N(0, I) from a generator seeded with `seed` (the same seed gives the same images on
-any device), decoded in batches of `batch_size`. Writes, into output_dir, by `format`:
+any device), decoded in batches of `batch_size`. A class-conditional model (num_classes) draws
+class `label`, or with label None every class in turn (sample i shows class i mod num_classes).
+Writes, into output_dir, by `format`:
     png   000000.png, 000001.png, ...: one 8-bit image file per sample (the folder layout that
           pytorch-fid, clean-fid and torch-fidelity read)
     npz   samples.npz: `images`, uint8 (N, H, W, C) as those tools and the TF FID code expect
@@ -25,7 +27,16 @@ from PIL import Image
 from torch import nn
 
 from trainers.setup import check_output_dir
-from utils import analysis_main, generated_images, load_trained, pick_device, require, resolve_weights, run_cli
+from utils import (
+    analysis_main,
+    check_label,
+    generated_images,
+    load_trained,
+    pick_device,
+    require,
+    resolve_weights,
+    run_cli,
+)
 
 weights_path = ""  # point to the respective directory and .pt file (generator.pt or vae.pt)
 output_dir = ""  # where the samples are written (empty: a folder 'samples' beside the weights)
@@ -36,6 +47,7 @@ generate_kwargs = {
     "format": "png",  # png (one file per image) or npz (one samples.npz)
     "seed": 0,  # draws the latents
     "device": "auto",  # cuda, then mps, then cpu
+    "label": None,  # a conditional model: the class to draw (None: every class in turn)
 }
 
 DEFAULT_WEIGHTS = "mnist_GAN/generator.pt"  # main_gan.py's output_dir
@@ -43,9 +55,9 @@ GENERATORS = ("FCGenerator", "DCGANGenerator", "VAE")
 FORMATS = ("png", "npz")
 
 
-def sample_uint8(model: nn.Module, z: torch.Tensor, normalize: bool) -> np.ndarray:
+def sample_uint8(model: nn.Module, z: torch.Tensor, normalize: bool, labels: torch.Tensor | None = None) -> np.ndarray:
     """Latents (N, D) -> uint8 images (N, H, W, C), the model's trained range mapped to [0, 255]."""
-    images = generated_images(model, z, normalize)
+    images = generated_images(model, z, normalize, labels)
     return images.mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
@@ -58,6 +70,7 @@ def run_generate(
     format: str = "png",
     seed: int = 0,
     device: str = "auto",
+    label: int | None = None,
 ) -> Path:
     """Write `num_samples` samples of the model in `weights_path`; returns the folder or the .npz file."""
     require(format in FORMATS, f"unknown format '{format}': use {' or '.join(FORMATS)}")
@@ -69,11 +82,16 @@ def run_generate(
     model, dataset = load_trained(
         path, torch_device, GENERATORS, "sampling", f"use the generator, {path.parent / 'generator.pt'}"
     )
+    check_label(model, label)
     check_output_dir(str(folder))
     normalize = dataset.get("normalize", True)
     rng = torch.Generator().manual_seed(seed)  # on the CPU: the same latents on every device
-    z = torch.randn(num_samples, model.latent_dim, generator=rng)
-    batches = [sample_uint8(model, chunk.to(torch_device), normalize) for chunk in z.split(batch_size)]
+    z = torch.randn(num_samples, model.latent_dim, generator=rng).to(torch_device)
+    labels = sample_labels(model, num_samples, label, torch_device)
+    batches = [
+        sample_uint8(model, z[i : i + batch_size], normalize, None if labels is None else labels[i : i + batch_size])
+        for i in range(0, num_samples, batch_size)
+    ]
     if format == "npz":
         out = folder / "samples.npz"
         np.savez_compressed(out, images=np.concatenate(batches))
@@ -83,8 +101,18 @@ def run_generate(
             for image in batch:
                 Image.fromarray(image[..., 0] if image.shape[2] == 1 else image).save(folder / f"{index:06d}.png")
                 index += 1
-    print(f"{type(model).__name__} from {path}: {num_samples} samples (seed {seed}) written to {out}")
+    drawn = "" if labels is None else f", class {label}" if label is not None else ", every class in turn"
+    print(f"{type(model).__name__} from {path}: {num_samples} samples (seed {seed}{drawn}) written to {out}")
     return out
+
+
+def sample_labels(model: nn.Module, count: int, label: int | None, device: torch.device) -> torch.Tensor | None:
+    """The classes to draw: None for an unconditional model, else `label` or 0, 1, ..., K-1, 0, 1, ..."""
+    num_classes = getattr(model, "num_classes", None)
+    if num_classes is None:
+        return None
+    labels = torch.full((count,), label) if label is not None else torch.arange(count) % num_classes
+    return labels.to(device)
 
 
 def main(argv: list[str] | None = None) -> Path:

@@ -3,7 +3,12 @@
 Each row of the grid is a path between two latents in `num_steps` steps: for a GAN two random
 latents, for a VAE the encodings (mu) of two real test images of different labels. Spherical
 interpolation (slerp) is the default: Gaussian latents concentrate near a sphere, and a straight
-line between two of them cuts through its low-density inside. Writes, into output_dir:
+line between two of them cuts through its low-density inside.
+
+A class-conditional model (num_classes) holds a class along each path: `label`, or with label
+None row i's class i mod num_classes (a VAE: the two images' own classes, mixed along the path).
+With `label_to` too, each row holds its latent and walks the class from `label` to `label_to`.
+Writes, into output_dir:
     latent_space_interpolation.png   the grid, one path per row
     latent_space_interpolation.gif   the same paths as an animation, one step per frame
 
@@ -20,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 from torchvision.utils import make_grid, save_image
@@ -28,6 +34,7 @@ from datasets import load_test_images, to_float
 from trainers.setup import check_output_dir
 from utils import (
     analysis_main,
+    check_label,
     generated_images,
     load_trained,
     pick_device,
@@ -47,6 +54,8 @@ interpolation_kwargs = {
     "seed": 0,  # picks the latents (GAN) or the test images (VAE)
     "device": "auto",  # cuda, then mps, then cpu
     "root": None,  # VAE only: where the test images are; None = the root the VAE was trained with
+    "label": None,  # a conditional model: the class every path holds (None: one class per row)
+    "label_to": None,  # with label: hold the latent and walk the class from label to label_to
     "gif_frame_ms": 120,  # time each frame of the GIF is shown
     "gif_scale": 3,  # the GIF's images are enlarged this many times (nearest neighbour) to be watchable
 }
@@ -88,9 +97,10 @@ def interpolate(z0: torch.Tensor, z1: torch.Tensor, num_steps: int, method: str 
 
 def vae_endpoints(
     vae: nn.Module, dataset: dict, root: str | None, num_rows: int, seed: int, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The encodings (mu) of `num_rows` pairs of test images, the two of a pair of different labels
-    where the data allow it (a path from a 3 to a 3 shows little)."""
+    where the data allow it (a path from a 3 to a 3 shows little), and the two images' labels (a
+    conditional VAE encodes each image with its own)."""
     images, labels = load_test_images(
         dataset,
         vae.image_shape,
@@ -108,16 +118,49 @@ def vae_endpoints(
         if len(others) == 0:  # one class only: any other image
             others = np.delete(np.arange(len(images)), i)
         second.append(rng.choice(others))
-    x = to_float(images[np.concatenate([first, np.array(second)])], dataset.get("normalize", False))
+    chosen = torch.as_tensor(np.concatenate([first, np.array(second)]))
+    x = to_float(images[chosen], dataset.get("normalize", False))
+    y = labels[chosen].to(device)
     with torch.no_grad():
-        mu, _ = vae.encode(x.to(device))
-    return mu[:num_rows], mu[num_rows:]
+        mu, _ = vae.encode(x.to(device), *(() if getattr(vae, "num_classes", None) is None else (y,)))
+    return mu[:num_rows], mu[num_rows:], y[:num_rows], y[num_rows:]
 
 
-def render_paths(model: nn.Module, paths: torch.Tensor, normalize: bool) -> torch.Tensor:
-    """Latent paths (R, S, D) -> images (R, S, C, H, W) in [0, 1]."""
+def path_labels(
+    num_classes: int | None,
+    rows: int,
+    t: torch.Tensor,
+    label: int | None,
+    label_to: int | None,
+    own: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> torch.Tensor | None:
+    """The class of every step of every path, as one-hot weights (R, S, classes) mixed along the path;
+    None for an unconditional model. `own`: the two endpoints' labels (a VAE's test images)."""
+    if num_classes is None:
+        return None
+
+    def one_hot(classes: torch.Tensor | int) -> torch.Tensor:
+        return F.one_hot(torch.as_tensor(classes).cpu(), num_classes).float().expand(rows, -1)
+
+    if label_to is not None:
+        start, end = one_hot(label), one_hot(label_to)
+    elif label is not None:
+        start = end = one_hot(label)
+    elif own is not None:
+        start, end = one_hot(own[0]), one_hot(own[1])
+    else:
+        start = end = one_hot(torch.arange(rows) % num_classes)
+    return lerp(start, end, t.cpu())
+
+
+def render_paths(
+    model: nn.Module, paths: torch.Tensor, normalize: bool, labels: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Latent paths (R, S, D), and a conditional model's class weights (R, S, K), -> images (R, S, C, H, W)
+    in [0, 1]."""
     rows, steps, dim = paths.shape
-    images = generated_images(model, paths.reshape(rows * steps, dim), normalize)
+    y = None if labels is None else labels.reshape(rows * steps, -1).to(paths.device)
+    images = generated_images(model, paths.reshape(rows * steps, dim), normalize, y)
     return images.reshape(rows, steps, *model.image_shape).cpu()
 
 
@@ -148,6 +191,8 @@ def run_interpolation(
     seed: int = 0,
     device: str = "auto",
     root: str | None = None,
+    label: int | None = None,
+    label_to: int | None = None,
     gif_frame_ms: int = 120,
     gif_scale: int = 3,
 ) -> dict[str, Path]:
@@ -162,22 +207,32 @@ def run_interpolation(
     model, dataset = load_trained(
         path, torch_device, GENERATORS, "interpolation", f"use the generator, {path.parent / 'generator.pt'}"
     )
+    check_label(model, label)
+    check_label(model, label_to, "label_to")
+    require(label_to is None or label is not None, "label_to walks the class from label: set label too")
     check_output_dir(str(folder))
     is_vae = hasattr(model, "encode")
+    own = None
     if is_vae:
-        z0, z1 = vae_endpoints(model, dataset, root, num_rows, seed, torch_device)
+        z0, z1, *own = vae_endpoints(model, dataset, root, num_rows, seed, torch_device)
         normalize = False  # the decoder's sigmoid gives [0, 1]
     else:
         # Latents from their own seeded generator: the same seed gives the same rows on any device.
         rng = torch.Generator().manual_seed(seed)
         z0, z1 = torch.randn(2, num_rows, model.latent_dim, generator=rng).to(torch_device)
         normalize = dataset.get("normalize", True)
-    images = render_paths(model, interpolate(z0, z1, num_steps, method), normalize)
+    if label_to is not None:
+        z1 = z0  # the latent holds; the class walks
+    t = torch.linspace(0, 1, num_steps)
+    labels = path_labels(getattr(model, "num_classes", None), num_rows, t, label, label_to, own)
+    images = render_paths(model, interpolate(z0, z1, num_steps, method), normalize, labels)
 
     outputs = {"grid": folder / "latent_space_interpolation.png", "gif": folder / "latent_space_interpolation.gif"}
     save_image(images.flatten(0, 1), outputs["grid"], nrow=num_steps, padding=2)
     frames = save_gif(images, outputs["gif"], gif_frame_ms, gif_scale)
     source = "encodings of test-image pairs" if is_vae else "random latents"
+    if label_to is not None:
+        source = f"class {label} and class {label_to} (latents held)"
     print(
         f"{type(model).__name__} from {path}: {num_rows} {method} paths of {num_steps} steps between {source}\n"
         f"  {outputs['grid']}\n  {outputs['gif']} ({frames} frames)"

@@ -66,12 +66,16 @@ BATCH_SIZE = 1000
 
 
 @torch.no_grad()
-def encode_means(vae: nn.Module, images: torch.Tensor, normalize: bool, device: torch.device) -> np.ndarray:
-    """uint8 images (N, C, H, W) -> their mean latent vectors mu, (N, latent_dim)."""
+def encode_means(
+    vae: nn.Module, images: torch.Tensor, normalize: bool, device: torch.device, labels: torch.Tensor | None = None
+) -> np.ndarray:
+    """uint8 images (N, C, H, W) -> their mean latent vectors mu, (N, latent_dim). A conditional VAE
+    encodes each image with its label (its latent then holds what the label does not say: the style)."""
     means = []
-    for batch in images.split(BATCH_SIZE):
+    for i, batch in enumerate(images.split(BATCH_SIZE)):
         x = to_float(batch.to(device), normalize)  # the range the VAE was trained on
-        means.append(vae.encode(x)[0].cpu())
+        y = () if labels is None else (labels[i * BATCH_SIZE : (i + 1) * BATCH_SIZE].to(device),)
+        means.append(vae.encode(x, *y)[0].cpu())
     return torch.cat(means).numpy().astype(np.float64)
 
 
@@ -159,7 +163,8 @@ def run_latent_map(
     check_output_dir(str(folder))
 
     images, labels = load_test_images(dataset, vae.image_shape, root, max_samples=num_images)
-    latents = encode_means(vae, images, dataset.get("normalize", False), torch_device)
+    conditional = getattr(vae, "num_classes", None) is not None
+    latents = encode_means(vae, images, dataset.get("normalize", False), torch_device, labels if conditional else None)
     labels_np = labels.numpy()
     points, variance = embed_2d(latents, method, seed, tsne_perplexity)
     in_2d = separation(points, labels_np, knn_neighbors, knn_folds, silhouette_samples, seed)

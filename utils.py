@@ -318,15 +318,35 @@ def _build_model(checkpoint: dict, path: str | Path, device: str | torch.device,
 
 
 @torch.no_grad()
-def generated_images(model: nn.Module, z: torch.Tensor, normalize: bool) -> torch.Tensor:
-    """Latents (N, D) of a generator or VAE -> images (N, C, H, W) in [0, 1]: a VAE decodes to [0, 1]; a
-    GAN's tanh output is in the range of the data it was trained on ([-1, 1] when `normalize`)."""
+def generated_images(
+    model: nn.Module, z: torch.Tensor, normalize: bool, labels: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Latents (N, D) of a generator or VAE (and a conditional one's labels) -> images (N, C, H, W) in [0, 1]:
+    a VAE decodes to [0, 1]; a GAN's tanh output is in the range of the data it was trained on ([-1, 1]
+    when `normalize`)."""
+    y = () if labels is None else (labels,)
     if hasattr(model, "decode"):
-        images = model.decode(z)
+        images = model.decode(z, *y)
     else:
-        images = model(z)
+        images = model(z, *y)
         images = (images + 1) / 2 if normalize else images
     return images.clamp(0, 1).reshape(len(z), *model.image_shape)
+
+
+def check_label(model: nn.Module, label: int | None, key: str = "label") -> None:
+    """A requested class: only for a conditional model, and one of its classes."""
+    num_classes = getattr(model, "num_classes", None)
+    if label is None:
+        return
+    require(
+        num_classes is not None,
+        f"{key} is {label!r} but this {type(model).__name__} is unconditional: {key} needs a model trained "
+        "with num_classes; leave it None",
+    )
+    require(
+        type(label) is int and 0 <= label < num_classes,
+        f"{key} must be a class index from 0 to {num_classes - 1}, got {label!r}",
+    )
 
 
 def load_state(model: nn.Module, state_dict: dict, source: str | Path) -> None:

@@ -8,6 +8,9 @@ Runs (each starts from its main script's kwargs dicts, so it measures the defaul
     gan        main_gan.py: FC GAN with the generator's BatchNorm, EMA weights and label smoothing
     gan_hinge, gan_least_squares, gan_wgan_gp (d_steps 5): the same with another `loss`
     dcgan_hinge, dcgan_least_squares, dcgan_wgan_gp: likewise for the DCGAN
+    gan_conditional, gan_conditional_concat, dcgan_conditional, vae_conditional: num_classes 10
+               (class_accuracy: does a sample show the class asked for); the GANs' discriminators
+               see the label by projection, or by concatenation (_concat)
     gan_plain  the same FC networks trained like a plain tutorial loop: generator_batchnorm=False,
                ema_decay=0, label_smoothing=0, with the SPEC's batch 16 and learning rates 2e-4
     dcgan      main_dcgan.py on the image folder <root>/cifar10/train (its test split: cifar10/test)
@@ -53,13 +56,18 @@ OBJECTIVES = {
     "least_squares": {"loss": "least_squares"},
     "wgan_gp": {"loss": "wgan_gp", "d_steps": 5},
 }
+CONDITIONAL = {"num_classes": 10}
 RUNS = (
     "gan",
     "gan_plain",
     *(f"gan_{loss}" for loss in OBJECTIVES),
+    "gan_conditional",
+    "gan_conditional_concat",
     "dcgan",
     *(f"dcgan_{loss}" for loss in OBJECTIVES),
+    "dcgan_conditional",
     "vae",
+    "vae_conditional",
 )
 COLUMNS = {  # metric key -> table heading (arrows: which way is better)
     "fid": "Inception FID ↓",
@@ -70,6 +78,7 @@ COLUMNS = {  # metric key -> table heading (arrows: which way is better)
     "class_entropy_bits": "class entropy (bits)",
     "precision": "precision ↑",
     "recall": "recall ↑",
+    "class_accuracy": "class accuracy ↑",
     "neg_elbo": "−ELBO, 1 sample (nats) ↓",
     "test_nll_iw": "−log p(x), IW (nats) ↓",
     "reconstruction_bce": "BCE (nats)",
@@ -91,13 +100,21 @@ def run_configs(args: argparse.Namespace) -> dict[str, tuple[Callable[..., Train
             {**copy.deepcopy(main_gan.trainer_kwargs), **trainer, "output_dir": str(args.output_dir / name)},
         )
 
-    def dcgan(name: str, trainer: dict) -> tuple:
+    def dcgan(name: str, trainer: dict, model: dict | None = None) -> tuple:
         trainer = {**copy.deepcopy(main_dcgan.trainer_kwargs), **common, **trainer}
         return (
             lambda m, d, t: train_gan(DCGANGenerator, DCGANDiscriminator, m, d, t),
-            copy.deepcopy(main_dcgan.model_kwargs),
+            {**copy.deepcopy(main_dcgan.model_kwargs), **(model or {})},
             {**copy.deepcopy(main_dcgan.dataset_kwargs), **cifar},
             {**trainer, "output_dir": str(args.output_dir / name)},
+        )
+
+    def vae(name: str, model: dict) -> tuple:
+        return (
+            lambda m, d, t: train_vae(VAE, m, d, t),
+            {**copy.deepcopy(main_vae.mnist_model_kwargs), **model},
+            {**copy.deepcopy(main_vae.dataset_kwargs), **mnist},
+            {**copy.deepcopy(main_vae.trainer_kwargs), **common, "output_dir": str(args.output_dir / name)},
         )
 
     # The plain loop: the same networks without our extras, at the SPEC's batch size and learning rates.
@@ -108,14 +125,15 @@ def run_configs(args: argparse.Namespace) -> dict[str, tuple[Callable[..., Train
             "gan_plain", {**mnist, "batch_size": 16}, {**common, **plain_trainer}, {"generator_batchnorm": False}
         ),
         **{f"gan_{loss}": gan(f"gan_{loss}", mnist, {**common, **OBJECTIVES[loss]}) for loss in OBJECTIVES},
+        "gan_conditional": gan("gan_conditional", mnist, common, CONDITIONAL),
+        "gan_conditional_concat": gan(
+            "gan_conditional_concat", mnist, common, {**CONDITIONAL, "class_conditioning": "concat"}
+        ),
         "dcgan": dcgan("dcgan", {}),
         **{f"dcgan_{loss}": dcgan(f"dcgan_{loss}", OBJECTIVES[loss]) for loss in OBJECTIVES},
-        "vae": (
-            lambda m, d, t: train_vae(VAE, m, d, t),
-            copy.deepcopy(main_vae.mnist_model_kwargs),
-            {**copy.deepcopy(main_vae.dataset_kwargs), **mnist},
-            {**copy.deepcopy(main_vae.trainer_kwargs), **common, "output_dir": str(args.output_dir / "vae")},
-        ),
+        "dcgan_conditional": dcgan("dcgan_conditional", {}, CONDITIONAL),
+        "vae": vae("vae", {}),
+        "vae_conditional": vae("vae_conditional", CONDITIONAL),
     }
 
 

@@ -23,13 +23,16 @@ def check_class_conditioning(class_conditioning: str) -> None:
 
 
 def with_labels(x: torch.Tensor, labels: torch.Tensor | None, num_classes: int | None) -> torch.Tensor:
-    """x (N, D) for an unconditional model; [x, one_hot(labels)] (N, D + classes) for a conditional one."""
+    """x (N, D) for an unconditional model; [x, one_hot(labels)] (N, D + classes) for a conditional one,
+    where labels are class indices (N,), or (N, classes) float weights that are joined as they are."""
     if num_classes is None:
         if labels is not None:
             raise ValueError("this model is unconditional (num_classes None): it takes no labels")
         return x
     if labels is None:
         raise ValueError(f"this model is conditional ({num_classes} classes): pass the labels too")
+    if labels.is_floating_point():  # (N, classes) weights: a mix of classes, e.g. to walk from one to another
+        return torch.cat([x, labels.to(x.dtype)], 1)
     return torch.cat([x, F.one_hot(labels.long(), num_classes).to(x.dtype)], 1)
 
 

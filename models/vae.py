@@ -70,7 +70,8 @@ class VAE(nn.Module):
     def decode_logits(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Latents (..., latent_dim) -> pixel logits (..., image_size); labels (...) for a conditional VAE."""
         if labels is not None:  # importance sampling decodes (K, N, latent) at once: one label per image
-            labels = labels.expand(z.shape[:-1]).reshape(-1)
+            # labels: class indices (N,) or class weights (N, classes)
+            labels = labels.expand(*z.shape[:-1], *labels.shape[1:]).reshape(-1, *labels.shape[1:])
         h = with_labels(z.reshape(-1, z.shape[-1]), labels, self.num_classes)
         return self.to_logits(self.decoder(h)).view(*z.shape[:-1], -1)
 

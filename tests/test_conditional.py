@@ -7,16 +7,21 @@ import json
 import types
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from detect_vae_anamolies import run_detection
+from generate import run_generate
 from helpers import FOLDER_CLASSES, Tiny, state_dicts_equal, weights
+from latent_space_interpolation import path_labels, run_interpolation
+from latent_space_vae import run_latent_map
 from models import VAE, DCGANDiscriminator, DCGANGenerator, FCDiscriminator, FCGenerator
 from trainers import train_gan, train_vae
 from trainers.metrics import make_generator_evaluator
 from trainers.objectives import vae_importance_weighted_nll
-from utils import UserError, load_model
+from utils import UserError, generated_images, load_model
 
 LABELS = torch.tensor([0, 1, 2, 1])
 
@@ -152,4 +157,74 @@ def test_labels_that_do_not_fit_are_one_line(tiny: Tiny, tmp_path: Path) -> None
         train_gan(
             DCGANGenerator, DCGANDiscriminator, *tiny.dcgan(tmp_path / "o", {"root": str(flat)}, {"num_classes": 3})
         )
+    assert "\n" not in str(info.value)
+
+
+# ---------------------------------------------------------------------------- the analysis scripts
+
+
+@pytest.fixture(scope="module")
+def conditional_runs(tiny: Tiny, tmp_path_factory: pytest.TempPathFactory) -> types.SimpleNamespace:
+    root = tmp_path_factory.mktemp("conditional")
+    train_gan(FCGenerator, FCDiscriminator, *tiny.gan(root / "gan", model={"num_classes": 10}, num_epochs=1))
+    train_vae(VAE, *tiny.vae(root / "vae", model={"num_classes": 10}, num_epochs=1, iw_samples=5))
+    return types.SimpleNamespace(gan=root / "gan" / "generator.pt", vae=root / "vae" / "vae.pt")
+
+
+@pytest.mark.parametrize("kind", ["gan", "vae"])
+def test_generate_draws_the_label_asked_for_or_every_class_in_turn(
+    conditional_runs: types.SimpleNamespace, tmp_path: Path, kind: str
+) -> None:
+    weights_path = getattr(conditional_runs, kind)
+    model = load_model(weights_path)
+    out = run_generate(str(weights_path), str(tmp_path / "sevens"), num_samples=6, format="npz", label=7)
+    images = np.load(out)["images"]
+    z = torch.randn(6, model.latent_dim, generator=torch.Generator().manual_seed(0))
+    normalize = kind == "gan"
+    expected = generated_images(model, z, normalize, torch.full((6,), 7)).mul(255).round().to(torch.uint8)
+    assert np.array_equal(images, expected.permute(0, 2, 3, 1).numpy())
+    every = np.load(run_generate(str(weights_path), str(tmp_path / "all"), num_samples=6, format="npz"))["images"]
+    expected = generated_images(model, z, normalize, torch.arange(6) % 10).mul(255).round().to(torch.uint8)
+    assert np.array_equal(every, expected.permute(0, 2, 3, 1).numpy())
+    with pytest.raises(UserError, match="label must be a class index from 0 to 9, got 10"):
+        run_generate(str(weights_path), str(tmp_path / "x"), num_samples=2, label=10)
+
+
+def test_an_unconditional_model_refuses_a_label(tiny: Tiny, tmp_path: Path) -> None:
+    train_gan(FCGenerator, FCDiscriminator, *tiny.gan(tmp_path, num_epochs=1))
+    with pytest.raises(UserError, match="label is 3 but this FCGenerator is unconditional"):
+        run_generate(str(tmp_path / "generator.pt"), str(tmp_path / "s"), num_samples=2, label=3)
+
+
+@pytest.mark.parametrize("kind", ["gan", "vae"])
+def test_interpolation_holds_the_label_or_walks_between_two(
+    conditional_runs: types.SimpleNamespace, tmp_path: Path, kind: str
+) -> None:
+    weights_path = str(getattr(conditional_runs, kind))
+    held = run_interpolation(weights_path, str(tmp_path / "held"), num_rows=3, num_steps=4, label=2)
+    walk = run_interpolation(weights_path, str(tmp_path / "walk"), num_rows=3, num_steps=4, label=2, label_to=5)
+    for outputs in (held, walk):
+        assert Image.open(outputs["grid"]).size == (4 * 30 + 2, 3 * 30 + 2)
+    model = load_model(weights_path)
+    t = torch.linspace(0, 1, 4)
+    weights = path_labels(10, 3, t, 2, 5)
+    assert torch.equal(weights[:, 0].argmax(1), torch.full((3,), 2)) and torch.equal(
+        weights[:, -1].argmax(1), torch.full((3,), 5)
+    )
+    assert torch.allclose(weights.sum(2), torch.ones(3, 4))
+    assert model.num_classes == 10
+    with pytest.raises(UserError, match="label_to walks the class from label: set label too"):
+        run_interpolation(weights_path, str(tmp_path / "x"), num_rows=2, num_steps=3, label_to=5)
+
+
+def test_the_latent_map_of_a_conditional_vae_encodes_with_the_labels(
+    conditional_runs: types.SimpleNamespace, tmp_path: Path
+) -> None:
+    summary = run_latent_map(str(conditional_runs.vae), str(tmp_path), num_images=60, method="pca")
+    assert (tmp_path / "latents_space_2d.png").is_file() and len(summary["points"]) == 60
+
+
+def test_anomaly_detection_refuses_a_conditional_vae(conditional_runs: types.SimpleNamespace, tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="class-conditional VAE") as info:
+        run_detection(str(conditional_runs.vae), str(tmp_path))
     assert "\n" not in str(info.value)

@@ -335,7 +335,10 @@ def make_generator_evaluator(
         real, labels = load_real_test(source, dataset, image_shape, max_images)
         classifier, record = get_classifier(source, device, classifier_epochs, classifier_max_samples)
     except (Unsupported, UserError, OSError) as error:
-        print(f"note: generator metrics skipped: {error}")
+        hint = ""
+        if dataset.get("dataset_type") == "image_folder":  # Inception's features need no labels
+            hint = f"; for metrics without labels put {INCEPTION_FILES[0]} in {torch.hub.get_dir()}/checkpoints"
+        print(f"note: generator metrics skipped: {error}{hint}")
         return None
     return GeneratorEvaluator(classifier, real, record, device, seed, real_labels=labels, label_classifier=classifier)
 
