@@ -124,6 +124,13 @@ def test_two_process_run_writes_one_set_of_outputs(kind: str, tiny: Tiny, tmp_pa
     _check_outputs(kind, tmp_path, result, epochs=1)
 
 
+def test_a_conditional_gan_trains_under_torchrun(tiny: Tiny, tmp_path: Path) -> None:
+    model, dataset, trainer = tiny.gan(tmp_path, model={"num_classes": 10}, device="cpu", num_epochs=1)
+    result = _torchrun(SCRIPTS["gan"], cli_args(model, dataset, trainer))
+    _check_outputs("gan", tmp_path, result, epochs=1)
+    assert load_model(tmp_path / "discriminator.pt").projection is not None
+
+
 def test_checkpoints_move_between_one_process_and_two(
     tiny: Tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
