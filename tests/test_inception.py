@@ -17,7 +17,7 @@ import torch_fidelity
 from torch_fidelity import feature_extractor_inceptionv3 as fidelity_inception
 
 from trainers import metrics
-from trainers.metrics import GeneratorEvaluator, InceptionFeatures, make_generator_evaluator
+from trainers.metrics import INCEPTION_METRICS, GeneratorEvaluator, InceptionFeatures, make_generator_evaluator
 from utils import UserError
 
 
@@ -126,3 +126,25 @@ def test_a_file_of_another_network_is_a_one_line_error(tmp_path: Path) -> None:
     torch.save({"weight": torch.zeros(3)}, path)
     with pytest.raises(UserError, match="is not the FID Inception-v3 weights"):
         InceptionFeatures(path, (28, 28))
+
+
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")
+def test_a_flat_folder_without_labels_gets_inception_metrics(
+    inception_file: Path, tmp_path: Path, offline: None
+) -> None:
+    """A flat folder has no labels for an in-domain classifier; with the Inception weights its runs are scored
+    against its own images, and the protocol says so."""
+    from PIL import Image
+
+    folder = tmp_path / "flat"
+    folder.mkdir()
+    for i, image in enumerate(_images(6, 0, 0.5)):
+        Image.fromarray(image.permute(1, 2, 0).numpy()).save(folder / f"{i}.png")
+    dataset = {"dataset_type": "image_folder", "root": str(folder)}
+    evaluator = make_generator_evaluator(
+        dataset, (3, 32, 32), features="inception", inception_weights=str(inception_file)
+    )
+    assert evaluator.inception and evaluator.num_images == 6
+    assert evaluator.protocol()["real_split"] == "train (no test split)"
+    scores = evaluator.evaluate_generator(lambda z: torch.rand(len(z), 3, 32, 32), 4)
+    assert set(scores) == set(INCEPTION_METRICS) and scores["fid"] > 0

@@ -414,7 +414,8 @@ class Trainer:
             "classifier": classifier,
         }
         write_json(summary, self.output_dir / "metrics.json")
-        print(f"metrics after epoch {epoch}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+        shown = {k: v for k, v in metrics.items() if not k.startswith("class_accuracy_")}  # per class: in the files
+        print(f"metrics after epoch {epoch}: " + ", ".join(f"{k} {v:.4g}" for k, v in shown.items()))
 
     def _keep_best(self, epoch: int, metrics: dict[str, float]) -> None:
         """Write {model}_best.pt when this evaluation's `best_by` metric is the lowest so far (a long GAN run
