@@ -150,8 +150,7 @@ class GANTrainer(Trainer):
                 d_fake = self.d(fake.detach(), *y).float()
         d_loss = gan_discriminator_loss(self.loss, d_real, d_fake, self.real_target)
         if self.loss == "wgan_gp":
-            critic = (lambda x: self.d(x, *y)) if y else self.d
-            d_loss = d_loss + self.gp_weight * gradient_penalty(critic, real, fake.detach())
+            d_loss = d_loss + self.gp_weight * gradient_penalty(lambda x: self.d(x, *y), real, fake.detach())
         self.optimizers["discriminator"].zero_grad(set_to_none=True)
         d_loss.backward()
         self.optimizers["discriminator"].step()

@@ -7,6 +7,7 @@ distributed code never appear here: edit an objective in this file and the engin
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -124,7 +125,9 @@ def gan_generator_loss(loss: str, d_fake: torch.Tensor) -> torch.Tensor:
     raise ValueError(f"unknown GAN loss {loss!r}: use one of {', '.join(GAN_LOSSES)}")
 
 
-def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+def gradient_penalty(
+    critic: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor, fake: torch.Tensor
+) -> torch.Tensor:
     """E[(|grad D(x_hat)|_2 - 1)^2] at x_hat uniformly between real and generated images (Gulrajani et al.,
     2017): a soft 1-Lipschitz constraint on the critic. Differentiable: it joins the critic's loss."""
     alpha = torch.rand(len(real), *[1] * (real.dim() - 1), device=real.device, dtype=real.dtype)
