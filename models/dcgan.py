@@ -123,15 +123,15 @@ class DCGANDiscriminator(nn.Module):
         self.projection = Projection(num_classes, channels * 16) if num_classes and not self.concat else None
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        if self.concat:
-            maps = with_labels(x.new_zeros(len(x), 0), labels, self.num_classes)
-            x = torch.cat([x, maps[:, :, None, None].expand(-1, -1, *x.shape[2:])], 1)
-        elif self.projection is None:
+        if self.projection is not None:
+            features = self.net[:-1](x)  # (N, C, 4, 4)
+            return self.net[-1](features).flatten() + self.projection(features, labels)
+        if self.concat:  # the one-hot label as constant extra channels
+            one_hot = with_labels(x.new_zeros(len(x), 0), labels, self.num_classes)
+            x = torch.cat([x, one_hot[:, :, None, None].expand(-1, -1, *x.shape[2:])], 1)
+        else:
             with_labels(x, labels, None)  # an unconditional discriminator refuses labels
-        if self.projection is None:
-            return self.net(x).flatten()
-        features = self.net[:-1](x)  # (N, C, 4, 4)
-        return self.net[-1](features).flatten() + self.projection(features, labels)
+        return self.net(x).flatten()
 
     def probability(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         return torch.sigmoid(self(x, labels))
