@@ -244,12 +244,14 @@ def train_gan(
     model_dict_name: str = "model_kwargs",
 ) -> GANTrainer:
     """Check the kwargs dicts of a main script, build models and data, and train."""
+    run = None
     try:
-        return _train_gan(
+        run = _train_gan(
             generator_class, discriminator_class, model_kwargs, dataset_kwargs, trainer_kwargs, model_dict_name
         )
+        return run
     finally:
-        distributed.stop()  # under torchrun: leave the process group, also after an error
+        distributed.stop(run)  # under torchrun: leave the process group, also after an error
 
 
 def _train_gan(

@@ -184,10 +184,12 @@ def train_vae(
     model_dict_name: str = "mnist_model_kwargs",
 ) -> VAETrainer:
     """Check the kwargs dicts of a main script, build the model and data, and train."""
+    run = None
     try:
-        return _train_vae(vae_class, model_kwargs, dataset_kwargs, trainer_kwargs, model_dict_name)
+        run = _train_vae(vae_class, model_kwargs, dataset_kwargs, trainer_kwargs, model_dict_name)
+        return run
     finally:
-        distributed.stop()  # under torchrun: leave the process group, also after an error
+        distributed.stop(run)  # under torchrun: leave the process group, also after an error
 
 
 def _train_vae(
