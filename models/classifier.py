@@ -5,8 +5,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from models.base import ConfiguredModule
 
-class SmallCNN(nn.Module):
+
+class SmallCNN(ConfiguredModule):
     """Image (N, C, S, S) with pixels in [0, 1] -> class logits; `features` gives the penultimate layer.
 
     Stages of conv3x3-BatchNorm-ReLU (`convs_per_stage` of them) followed by a 2x2 max-pool, then a
@@ -26,15 +28,6 @@ class SmallCNN(nn.Module):
     ) -> None:
         super().__init__()
         widths = list(widths) if widths is not None else [32, 64]
-        self.config = dict(
-            image_channels=image_channels,
-            image_size=image_size,
-            num_classes=num_classes,
-            widths=widths,
-            convs_per_stage=convs_per_stage,
-            feature_dim=feature_dim,
-            dropout=dropout,
-        )
         self.image_shape = (image_channels, image_size, image_size)
         self.num_classes = num_classes
         if image_channels not in (1, 3):

@@ -7,6 +7,7 @@ import math
 import torch
 from torch import nn
 
+from models.base import ConfiguredModule, apply_spectral_norm
 from models.conditioning import Projection, check_class_conditioning, check_num_classes, with_labels
 
 
@@ -32,7 +33,7 @@ def init_dcgan_weights(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
-class DCGANGenerator(nn.Module):
+class DCGANGenerator(ConfiguredModule):
     """latent (N, latent_dim) -> 4x4 -> ... -> image (N, C, S, S) in [-1, 1] via transposed convs.
     With `num_classes` the one-hot label joins the latent: forward(z, labels)."""
 
@@ -45,11 +46,6 @@ class DCGANGenerator(nn.Module):
         num_classes: int | None = None,
     ):
         super().__init__()
-        self.config = dict(
-            latent_dim=latent_dim, feature_maps=feature_maps, image_channels=image_channels, image_size=image_size
-        )
-        if num_classes is not None:  # absent from an unconditional model's config: its files stay as they were
-            self.config["num_classes"] = num_classes
         check_num_classes(num_classes)
         self.latent_dim, self.num_classes = latent_dim, num_classes
         self.image_shape = (image_channels, image_size, image_size)
@@ -77,12 +73,13 @@ class DCGANGenerator(nn.Module):
         return self.net(z.view(z.shape[0], -1, 1, 1))
 
 
-class DCGANDiscriminator(nn.Module):
+class DCGANDiscriminator(ConfiguredModule):
     """image -> 4x4 stride-2 convs down to 4x4 -> one logit; `probability` gives P(real).
 
     With `num_classes`, forward(x, labels) judges the pair, by `class_conditioning` "projection"
     (the label's embedding times the final 4x4 feature map joins the logit) or "concat" (one-hot
-    label maps join the image's channels).
+    label maps join the image's channels). `spectral_norm` normalises every convolution's weight by its
+    largest singular value (Miyato et al., 2018) in place of BatchNorm, as SN-GAN's discriminator does.
     """
 
     def __init__(
@@ -92,11 +89,9 @@ class DCGANDiscriminator(nn.Module):
         image_size: int = 32,
         num_classes: int | None = None,
         class_conditioning: str = "projection",
+        spectral_norm: bool = False,
     ):
         super().__init__()
-        self.config = dict(feature_maps=feature_maps, image_channels=image_channels, image_size=image_size)
-        if num_classes is not None:
-            self.config |= {"num_classes": num_classes, "class_conditioning": class_conditioning}
         check_num_classes(num_classes)
         check_class_conditioning(class_conditioning)
         self.image_shape = (image_channels, image_size, image_size)
@@ -113,7 +108,7 @@ class DCGANDiscriminator(nn.Module):
         for _ in range(stages - 1):
             layers += [
                 nn.Conv2d(channels, channels * 2, 4, 2, 1, bias=False),
-                nn.BatchNorm2d(channels * 2),
+                nn.Identity() if spectral_norm else nn.BatchNorm2d(channels * 2),
                 nn.LeakyReLU(0.2, True),
             ]
             channels *= 2
@@ -121,6 +116,8 @@ class DCGANDiscriminator(nn.Module):
         self.net = nn.Sequential(*layers)
         self.apply(init_dcgan_weights)
         self.projection = Projection(num_classes, channels * 16) if num_classes and not self.concat else None
+        if spectral_norm:
+            apply_spectral_norm(self.net)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         if self.projection is not None:

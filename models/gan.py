@@ -7,6 +7,7 @@ import math
 import torch
 from torch import nn
 
+from models.base import ConfiguredModule, apply_spectral_norm
 from models.conditioning import Projection, check_class_conditioning, check_num_classes, with_labels
 
 
@@ -46,7 +47,7 @@ def _mlp(sizes: list[int], dropout: float = 0.0, batchnorm: bool = False) -> lis
     return layers
 
 
-class FCGenerator(nn.Module):
+class FCGenerator(ConfiguredModule):
     """latent -> hidden layers -> image_size pixels in [-1, 1] (tanh), as a flat vector. With
     `num_classes` the label, one-hot, joins the latent (Mirza & Osindero, 2014): forward(z, labels)."""
 
@@ -60,15 +61,6 @@ class FCGenerator(nn.Module):
         num_classes: int | None = None,
     ) -> None:
         super().__init__()
-        self.config = dict(
-            latent_variable_size=latent_variable_size,
-            generator_hidden_size=generator_hidden_size,
-            image_size=image_size,
-            generator_hidden_layers=generator_hidden_layers,
-            generator_batchnorm=generator_batchnorm,
-        )
-        if num_classes is not None:  # absent from an unconditional model's config: its files stay as they were
-            self.config["num_classes"] = num_classes
         check_num_classes(num_classes)
         self.latent_dim, self.num_classes = latent_variable_size, num_classes
         self.image_shape = _image_shape(image_size)
@@ -85,13 +77,14 @@ class FCGenerator(nn.Module):
         return self.net(with_labels(z, labels, self.num_classes))
 
 
-class FCDiscriminator(nn.Module):
+class FCDiscriminator(ConfiguredModule):
     """image -> hidden layers -> one logit; `probability` gives sigmoid(logit) = P(real).
 
     The logit is what the loss uses: BCE-with-logits is stable where BCE on a probability
     saturates. With `num_classes`, forward(x, labels) judges the pair: by `class_conditioning`
     "projection" (the label's embedding times the last hidden layer joins the logit) or "concat"
-    (the one-hot label joins the pixels).
+    (the one-hot label joins the pixels). `spectral_norm` normalises every layer's weight by its largest
+    singular value (Miyato et al., 2018).
     """
 
     def __init__(
@@ -102,16 +95,9 @@ class FCDiscriminator(nn.Module):
         discriminator_dropout: float = 0.3,
         num_classes: int | None = None,
         class_conditioning: str = "projection",
+        spectral_norm: bool = False,
     ) -> None:
         super().__init__()
-        self.config = dict(
-            image_size=image_size,
-            discriminator_hidden_size=discriminator_hidden_size,
-            discriminator_hidden_layers=discriminator_hidden_layers,
-            discriminator_dropout=discriminator_dropout,
-        )
-        if num_classes is not None:
-            self.config |= {"num_classes": num_classes, "class_conditioning": class_conditioning}
         check_num_classes(num_classes)
         check_class_conditioning(class_conditioning)
         self.image_shape = _image_shape(image_size)
@@ -125,6 +111,8 @@ class FCDiscriminator(nn.Module):
         features = hidden[-1] if hidden else inputs
         self.net = nn.Sequential(*_mlp([inputs, *hidden], discriminator_dropout), nn.Linear(features, 1))
         self.projection = Projection(num_classes, features) if num_classes and not self.concat else None
+        if spectral_norm:
+            apply_spectral_norm(self.net)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         x = x.flatten(1)

@@ -7,10 +7,11 @@ import math
 import torch
 from torch import nn
 
+from models.base import ConfiguredModule
 from models.conditioning import check_num_classes, with_labels
 
 
-class VAE(nn.Module):
+class VAE(ConfiguredModule):
     """Encoder -> (mu, log-variance) -> reparameterised z -> decoder -> pixel probabilities.
 
     One interface for every use: `encode`, `decode`, `sample`, `reconstruct`, and `forward`, the
@@ -30,11 +31,6 @@ class VAE(nn.Module):
         num_classes: int | None = None,
     ):
         super().__init__()
-        self.config = dict(
-            hidden_size=hidden_size, latent_dim=latent_dim, image_size=image_size, num_hidden_layers=num_hidden_layers
-        )
-        if num_classes is not None:  # absent from an unconditional model's config: its files stay as they were
-            self.config["num_classes"] = num_classes
         check_num_classes(num_classes)
         self.num_classes = num_classes
         if num_hidden_layers < 1:
