@@ -560,6 +560,10 @@ class DatasetImages(Sequence):
         return self.dataset[key][0].to(self.device)
 
 
+# Dataset keys a resumed run may change: where the files are and how they are read, not what they are.
+RESUMABLE_DATASET_KEYS = {"root", "num_workers", "in_memory"}
+
+
 def make_loader(
     image_shape: tuple[int, int, int],
     device: torch.device | str,

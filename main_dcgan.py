@@ -5,7 +5,7 @@ Edit the dicts below, or override any key from the command line with dashes for 
 """
 
 from models import DCGANDiscriminator, DCGANGenerator
-from trainers import train_gan
+from trainers import GANTrainer, train_gan
 from utils import parse_overrides, run_cli
 
 model_kwargs = {
@@ -15,6 +15,7 @@ model_kwargs = {
     "image_size": 32,  # a power of two; images are resized to it
     "num_classes": None,  # 10: class-conditional (ask for a class); None: unconditional
     "class_conditioning": "projection",  # how a conditional discriminator sees the label: projection or concat
+    "spectral_norm": False,  # the discriminator's layers divided by their largest singular value (Miyato et al., 2018)
 }
 
 dataset_kwargs = {
@@ -33,25 +34,10 @@ trainer_kwargs = {
     "num_epochs": 200,
     "generator_lr": 0.0002,
     "discriminator_lr": 0.0002,
-    "loss": "bce",  # bce (the SPEC's), hinge, least_squares or wgan_gp (objectives in trainers/objectives.py)
-    "d_steps": 1,  # discriminator steps per generator step (wgan_gp: usually 5)
     "output_dir": "cifar10_GAN",
-    "seed": 0,
-    "device": "auto",  # cuda, then mps, then cpu
-    "sample_every": 10,  # epochs between sample grids (the first and last are always drawn)
-    "resume": "auto",  # continue from output_dir/checkpoint.pt if there is one; False starts over
-    "label_smoothing": 0.0,  # loss bce: the discriminator's target for real images is 1 - label_smoothing
-    "ema_decay": 0.999,  # grids and generator.pt use an exponential moving average of the weights; 0: off
-    "eval_every": None,  # epochs between quality metrics (metrics.csv, metrics.json); None: after the last only
-    "metrics_features": "auto",  # auto (Inception if its FID weights are in torch hub's cache), inception, classifier
-    "inception_weights": "",  # the FID Inception weights file (empty: look in torch hub's cache); never downloaded
-    "tensorboard": False,  # also log losses, metrics and grids to output_dir/tensorboard (pip install tensorboard)
-    "num_threads": "auto",  # CPU threads: "auto" (the cores not busy with other work) or a number
-    "cuda_graphs": True,  # on a CUDA GPU, replay each training step as one CUDA graph (same results, faster)
-    "amp": False,  # bfloat16 autocast where the device has native bf16 (CUDA, recent CPUs): faster, not bitwise
-    "channels_last": False,  # NHWC memory format for the convolutions (for CUDA; no gain on CPU)
-    "compile": False,  # torch.compile the models: slower than eager on a 2-core CPU and than cuda_graphs on a GPU
-    "sync_batchnorm": False,  # under torchrun on CUDA: BatchNorm statistics over all processes' batches
+    "label_smoothing": 0.0,  # the DCGAN paper's targets (the FC GAN's default is 0.1)
+    # Every other trainer key has its default, type and meaning declared once (trainers/gan.py, trainers/gan_step.py):
+    # add it here, or give it on the command line; python main_dcgan.py --help lists them all.
 }
 
 
@@ -61,6 +47,7 @@ def main(argv: list[str] | None = None) -> None:
         {"model_kwargs": model_kwargs, "dataset_kwargs": dataset_kwargs, "trainer_kwargs": trainer_kwargs},
         argv,
         __file__,
+        declared={"trainer_kwargs": GANTrainer.Settings},
     )
     train_gan(DCGANGenerator, DCGANDiscriminator, model_kwargs, dataset_kwargs, trainer_kwargs, "model_kwargs")
 

@@ -5,7 +5,7 @@ Edit the dicts below, or override any key from the command line with dashes for 
 """
 
 from models import VAE
-from trainers import train_vae
+from trainers import VAETrainer, train_vae
 from utils import parse_overrides, run_cli
 
 mnist_model_kwargs = {
@@ -32,21 +32,9 @@ dataset_kwargs = {
 trainer_kwargs = {
     "num_epochs": 50,  # (change, if required)
     "lr": 1e-3,  # (change, if required)
-    "beta": 1.0,  # weight of the KL term in training (1: the ELBO); test_loss is always the true -ELBO
     "output_dir": "mnist_VAE",  # (change, if required)
-    "seed": 0,
-    "device": "auto",  # cuda, then mps, then cpu
-    "sample_every": 10,  # epochs between sample grids (the first and last are always drawn)
-    "resume": "auto",  # continue from output_dir/checkpoint.pt if there is one; False starts over
-    "eval_every": None,  # epochs between quality metrics (metrics.csv, metrics.json); None: after the last only
-    "metrics_features": "auto",  # auto (Inception if its FID weights are in torch hub's cache), inception, classifier
-    "inception_weights": "",  # the FID Inception weights file (empty: look in torch hub's cache); never downloaded
-    "tensorboard": False,  # also log losses, metrics and grids to output_dir/tensorboard (pip install tensorboard)
-    "iw_samples": 200,  # importance samples per test image for test_nll_iw (-log p(x)) at evaluations
-    "num_threads": "auto",  # CPU threads: "auto" (the cores not busy with other work) or a number
-    "cuda_graphs": True,  # on a CUDA GPU, replay each training step as one CUDA graph (same results, faster)
-    "amp": False,  # bfloat16 autocast where the device has native bf16 (CUDA, recent CPUs): faster, not bitwise
-    "compile": False,  # torch.compile the models: slower than eager on a 2-core CPU and than cuda_graphs on a GPU
+    # Every other trainer key has its default, type and meaning declared once (trainers/vae.py):
+    # add it here, or give it on the command line; python main_vae.py --help lists them all.
 }
 
 
@@ -56,6 +44,7 @@ def main(argv: list[str] | None = None) -> None:
         {"mnist_model_kwargs": mnist_model_kwargs, "dataset_kwargs": dataset_kwargs, "trainer_kwargs": trainer_kwargs},
         argv,
         __file__,
+        declared={"trainer_kwargs": VAETrainer.Settings},
     )
     train_vae(VAE, mnist_model_kwargs, dataset_kwargs, trainer_kwargs, "mnist_model_kwargs")
 

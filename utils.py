@@ -58,7 +58,8 @@ def keyword_defaults(consumer: Callable) -> dict[str, Any]:
 
 def unknown_key(key: str, known: list[str], dict_name: str) -> UserError:
     close = difflib.get_close_matches(key, known, n=1)
-    hint = f"did you mean '{close[0]}'?" if close else f"known keys: {', '.join(known)}"
+    shown = ", ".join(known[:12]) + (f", ... ({len(known)} in all; --help lists them)" if len(known) > 12 else "")
+    hint = f"did you mean '{close[0]}'?" if close else f"known keys: {shown}"
     return UserError(f"unknown key '{key}' in {dict_name}: {hint}")
 
 
@@ -70,11 +71,15 @@ def check_kwargs(kwargs: dict, consumer: Callable, dict_name: str) -> dict:
     for key, value in kwargs.items():
         if key not in defaults:
             raise unknown_key(key, list(defaults), dict_name)
-        expected = hints.get(key)
-        if expected is not None and not _matches(value, expected):
-            shown = getattr(expected, "__name__", None) or str(expected).replace("typing.", "")
-            raise UserError(f"{dict_name}['{key}'] must be {shown}, got {value!r}")
+        check_type(value, hints.get(key), f"{dict_name}['{key}']")
     return {**defaults, **kwargs}
+
+
+def check_type(value: Any, annotation: Any, name: str) -> None:
+    """A one-line error where `value` is not of the type `annotation` (None: anything goes)."""
+    if annotation is not None and not _matches(value, annotation):
+        shown = getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+        raise UserError(f"{name} must be {shown}, got {value!r}")
 
 
 def _matches(value: Any, annotation: Any) -> bool:
@@ -124,16 +129,29 @@ def key_comments(script: str) -> dict[str, str]:
 
 
 def parse_overrides(
-    description: str, dicts: dict[str, dict], argv: list[str] | None = None, script: str | None = None
+    description: str,
+    dicts: dict[str, dict],
+    argv: list[str] | None = None,
+    script: str | None = None,
+    declared: dict[str, Any] | None = None,
 ) -> None:
     """Let every key of the given kwargs dicts be overridden as --key-name VALUE (updates them in place).
-    `script`: the file that defines the dicts; --help then shows the comment beside each key."""
+    `script`: the file that defines the dicts; --help then shows the comment beside each key.
+    `declared`: for a dict name, the settings class (trainers/keys.py) of its consumer: every key it
+    declares is an option too, with its declared help and default where the dict leaves it out."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     comments = key_comments(script) if script else {}
     owner: dict[str, str] = {}
     for dict_name, kwargs in dicts.items():
         group = parser.add_argument_group(dict_name)
-        for key, default in kwargs.items():
+        keys = (declared or {}).get(dict_name)
+        helps = {name: d.help for name, d in keys.declared().items()} if keys else {}
+        options = (
+            {**kwargs, **{name: d.default for name, d in keys.declared().items() if name not in kwargs}}
+            if keys
+            else kwargs
+        )
+        for key, default in options.items():
             owner[key] = dict_name
             group.add_argument(
                 "--" + key.replace("_", "-"),
@@ -141,7 +159,7 @@ def parse_overrides(
                 default=argparse.SUPPRESS,
                 metavar=type(default).__name__.upper() if default is not None else "VALUE",
                 type=lambda text, d=default: _parse_value(text, d),
-                help=f"{comments.get(key, '')} (default: {default!r})".lstrip(),
+                help=f"{helps.get(key) or comments.get(key, '')} (default: {default!r})".lstrip(),
             )
     args = vars(parser.parse_args(argv))
     for key, value in args.items():

@@ -176,7 +176,8 @@ def tutorial_runner(kind: str, data: DataLoader, device: torch.device) -> Callab
 
     else:
         g, d = models["generator"], models["discriminator"]
-        lr, real_label = script.trainer_kwargs["generator_lr"], 1.0 - script.trainer_kwargs["label_smoothing"]
+        settings = GANTrainer.Settings.build(script.trainer_kwargs)  # the script's values and the defaults
+        lr, real_label = settings.generator_lr, 1.0 - settings.label_smoothing
         opt_g = torch.optim.Adam(g.parameters(), lr=lr, betas=(0.5, 0.999))
         opt_d = torch.optim.Adam(d.parameters(), lr=lr, betas=(0.5, 0.999))
         criterion = torch.nn.BCEWithLogitsLoss()

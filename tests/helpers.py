@@ -30,6 +30,7 @@ FOLDER_CLASSES = ("blue_disc", "green_bar", "red_square")  # ImageFolder sorts t
 FOLDER_PER_CLASS = 4
 FOLDER_SIZE = (40, 36)  # width, height: not square, so resizing and cropping both happen
 
+# The columns losses.csv always has (a new loss term or regulariser adds its own).
 GAN_COLUMNS = ["epoch", "d_loss", "g_loss", "d_real", "d_fake", "seconds"]
 VAE_COLUMNS = ["epoch", "loss", "reconstruction", "kl", "test_loss", "test_reconstruction", "test_kl"]
 VAE_COLUMNS += ["test_reconstruction_at_mu", "seconds"]

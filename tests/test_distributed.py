@@ -104,7 +104,7 @@ def _kwargs(kind: str, tiny: Tiny, out: Path, **trainer) -> tuple[dict, dict, di
 def _check_outputs(kind: str, out: Path, result: subprocess.CompletedProcess, epochs: int) -> None:
     """One set of outputs, printed once, whose weights load in this (single) process without DDP's prefixes."""
     columns, rows = read_csv(out / "losses.csv")
-    assert columns == (VAE_COLUMNS if kind == "vae" else GAN_COLUMNS)
+    assert set(VAE_COLUMNS if kind == "vae" else GAN_COLUMNS) <= set(columns)
     assert [int(row["epoch"]) for row in rows] == list(range(1, epochs + 1))
     assert result.stdout.count(f"epoch {epochs}/{epochs}:") == 1  # rank 1 prints nothing
     assert (out / f"generated_image_epoch_{epochs}.png").is_file()

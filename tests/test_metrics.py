@@ -348,7 +348,7 @@ def test_a_classifier_that_cannot_be_trained_skips_generator_metrics(tiny: Tiny,
 
 
 def test_negative_eval_every_is_one_clear_line(tiny: Tiny, tmp_path: Path) -> None:
-    with pytest.raises(UserError, match=r"eval_every'\] must be a number of epochs") as info:
+    with pytest.raises(UserError, match=r"eval_every'\] must be 0 or more, got -1") as info:
         train_gan(FCGenerator, FCDiscriminator, *tiny.gan(tmp_path, eval_every=-1))
     assert "\n" not in str(info.value)
 

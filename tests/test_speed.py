@@ -18,6 +18,7 @@ from helpers import Tiny, losses, model_files, state_dicts_equal, weights
 from models import VAE, DCGANDiscriminator, DCGANGenerator, FCDiscriminator, FCGenerator
 from trainers import GANTrainer, VAETrainer
 from trainers.base import load_optimizer
+from trainers.needs import Needs
 from trainers.objectives import vae_negative_elbo
 from utils import UserError
 
@@ -150,7 +151,8 @@ def test_compile_wraps_the_modules_and_checkpoints_keep_their_names(tmp_path: Pa
     torch.manual_seed(0)
     g, d = FCGenerator(8, 16), FCDiscriminator(784, 16)
     trainer = GANTrainer(g, d, _loader((1, 28, 28), True), {}, output_dir=str(tmp_path), device="cpu", compile=True)
-    assert trainer.g is not g and trainer.g._orig_mod is g and trainer.d._orig_mod is d
+    step = trainer.gan_step
+    assert step.G is not g and step.G._orig_mod is g and step.D._orig_mod is d
     assert set(trainer.models["generator"].state_dict()) == set(FCGenerator(8, 16).state_dict())
 
 
@@ -295,12 +297,12 @@ def test_a_learning_rate_changed_after_capture_ends_the_graph(
 
 class _ScheduledGAN(GANTrainer):
     """A user's edit: label smoothing annealed from 0.3 to 0 over the first 12 steps, read from
-    Python-side state every step, so the step declares itself eager."""
+    Python-side state every step, so the step declares it."""
 
-    eager_step = True
+    needs = Needs(reads_state=True)
 
     def train_step(self, real: torch.Tensor) -> dict[str, torch.Tensor]:
-        self.real_target = 1.0 - 0.3 * max(0.0, 1 - self.step / 12)
+        self.gan_step.real_target = 1.0 - 0.3 * max(0.0, 1 - self.step / 12)
         return super().train_step(real)
 
 

@@ -9,6 +9,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -21,9 +22,11 @@ from PIL import Image  # noqa: E402
 from torch import nn  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from datasets import Loader, make_loader  # noqa: E402
+from datasets import RESUMABLE_DATASET_KEYS, Loader, make_loader  # noqa: E402
 from trainers import distributed  # noqa: E402
-from trainers.metrics import GeneratorEvaluator, check_metrics_features, make_generator_evaluator  # noqa: E402
+from trainers.keys import POSITIVE, Settings, at_least, fraction, key, one_of  # noqa: E402
+from trainers.metrics import FEATURES, GeneratorEvaluator, check_metrics_features, make_generator_evaluator  # noqa: E402
+from trainers.needs import Needs  # noqa: E402
 from utils import (  # noqa: E402
     UserError,
     atomic_file,
@@ -37,35 +40,52 @@ from utils import (  # noqa: E402
     write_json,
 )
 
-# Keys that may change between a run and its resumption; any other change is a different run.
-RESUMABLE_CHANGES = {
-    "num_epochs",
-    "output_dir",
-    "resume",
-    "device",
-    "sample_every",
-    "num_workers",
-    "root",
-    "eval_every",
-    "iw_samples",
-    "metrics_features",
-    "inception_weights",
-    "tensorboard",
-}
-RESUMABLE_CHANGES |= {"in_memory", "num_threads", "channels_last", "compile", "cuda_graphs"}  # speed only
-RESUMABLE_CHANGES |= {"sync_batchnorm"}  # distributed runs only; older checkpoints lack the key
-# The trainer keys the engine (Trainer.__init__) takes: the same in every trainer, passed on with `pick`.
-ENGINE_KEYS = (
-    "num_epochs",
-    "output_dir",
-    "seed",
-    "sample_every",
-    "resume",
-    "eval_every",
-    "metrics_features",
-    "inception_weights",
-    "tensorboard",
-)
+LR_SCHEDULES = ("none", "linear", "cosine")
+
+
+@dataclass
+class EngineSettings(Settings):
+    """The keys of the epoch loop, shared by every trainer."""
+
+    num_epochs: int = key(200, "epochs to train; a finished run continues to a larger value", POSITIVE, resumable=True)
+    output_dir: str = key("runs", "the folder every file of the run goes to", resumable=True)
+    seed: int = key(0, "seeds the weights, the data order and the noise")
+    device: str = key("auto", "cuda, then mps, then cpu; or a torch device name", resumable=True)
+    sample_every: int = key(
+        10, "epochs between sample grids (the first and last are always drawn)", POSITIVE, resumable=True
+    )
+    resume: bool | str = key(
+        "auto",
+        "continue from output_dir/checkpoint.pt if there is one (or from this file); False starts over",
+        resumable=True,
+    )
+    eval_every: int | None = key(
+        None,
+        "epochs between quality metrics (metrics.csv, metrics.json); None or 0: after the last only",
+        at_least(0),
+        resumable=True,
+    )
+    metrics_features: str = key(
+        "auto",
+        "auto (Inception if its FID weights are in torch hub's cache), inception or classifier",
+        one_of(*FEATURES),
+        resumable=True,
+    )
+    inception_weights: str = key(
+        "", "the FID Inception weights file (empty: look in torch hub's cache); never downloaded", resumable=True
+    )
+    tensorboard: bool = key(
+        False, "also log losses, metrics and grids to output_dir/tensorboard (pip install tensorboard)", resumable=True
+    )
+    lr_schedule: str = key(
+        "none", "the learning rates over the run: none, or linear or cosine decay", one_of(*LR_SCHEDULES)
+    )
+    warmup_steps: int = key(0, "steps over which the learning rates rise linearly from 0 at the start", at_least(0))
+    min_lr_ratio: float = key(
+        0.0, "lr_schedule: the last step's learning rate, as a fraction of each lr", fraction(True)
+    )
+
+
 # In a distributed run the ranks agree whether to stop after a signal at least this often (in steps).
 STOP_CHECK_EVERY = 20
 # The loss curve is redrawn after the first and the last epoch, and in between at most this often (in
@@ -75,11 +95,6 @@ PLOT_EVERY_SECONDS = 30.0
 
 class NonFiniteLoss(Exception):
     pass
-
-
-def pick(values: dict, keys: tuple[str, ...]) -> dict:
-    """The entries of `values` (a trainer's arguments, from locals()) named in `keys`."""
-    return {key: values[key] for key in keys}
 
 
 def check_tensorboard() -> None:
@@ -130,9 +145,10 @@ class Trainer:
     metric_panel: tuple[tuple[str, ...], tuple[str, ...]] = (("frechet_distance", "neg_elbo"), ("precision", "recall"))
     samples_per_grid = 64
     num_classes: int | None = None  # a class-conditional model's classes (its batches are (images, labels))
-    # True in a subclass whose train_step reads Python-side state that changes from step to step
-    # (a loss-weight schedule, self.step): a replayed CUDA graph would freeze it, so the step runs as it is.
-    eager_step = False
+    Settings: type[EngineSettings] = EngineSettings  # the trainer's keys; a subclass adds its own
+    # What a subclass's own train_step asks of the engine (trainers/needs.py): Needs(reads_state=True) where
+    # it reads Python-side state that changes from step to step (a loss-weight schedule, self.step).
+    needs = Needs()
 
     def __init__(
         self,
@@ -140,33 +156,20 @@ class Trainer:
         optimizers: dict[str, torch.optim.Optimizer],
         loader: Loader,
         config: dict,
-        *,
-        num_epochs: int,
-        output_dir: str,
-        seed: int,
+        settings: EngineSettings,
         device: torch.device,
-        sample_every: int,
-        resume: bool | str,
-        eval_every: int | None = None,
-        metrics_features: str = "auto",
-        inception_weights: str = "",
-        tensorboard: bool = False,
     ) -> None:
-        require(
-            eval_every is None or eval_every >= 0,
-            f"trainer_kwargs['eval_every'] must be a number of epochs, or None (or 0) for after the last epoch only, "
-            f"got {eval_every!r}",
-        )
+        self.settings = s = settings
         self.models, self.optimizers, self.loader, self.config = models, optimizers, loader, config
-        self.num_epochs, self.seed, self.device = num_epochs, seed, device
-        self.sample_every, self.resume, self.eval_every = sample_every, resume, eval_every
-        self.metrics_features, self.inception_weights = metrics_features, inception_weights
-        check_metrics_features(metrics_features, inception_weights)  # now, not after the first epoch
-        self.tensorboard = tensorboard and distributed.is_main()  # events in output_dir/tensorboard
+        self.num_epochs, self.seed, self.device = s.num_epochs, s.seed, device
+        self.sample_every, self.resume, self.eval_every = s.sample_every, s.resume, s.eval_every
+        self.metrics_features, self.inception_weights = s.metrics_features, s.inception_weights
+        check_metrics_features(s.metrics_features, s.inception_weights)  # now, not after the first epoch
+        self.tensorboard = s.tensorboard and distributed.is_main()  # events in output_dir/tensorboard
         if self.tensorboard:
             check_tensorboard()
         self._writer = None  # opened at the first epoch this process finishes
-        self.output_dir = Path(output_dir)
+        self.output_dir = Path(s.output_dir)
         self.checkpoint_path = self.output_dir / "checkpoint.pt"
         self.epoch = 0  # epochs finished
         self.step = 0  # steps finished in epoch self.epoch + 1 (non-zero only after an interrupt)
@@ -185,6 +188,42 @@ class Trainer:
             loader.shard(distributed.rank(), self.world_size)
         self.fixed_noise: torch.Tensor | None = None  # latents of the sample grids, set by subclasses
         self.run_step: Callable[[torch.Tensor], dict] = self.train_step  # or its CUDA graph (trainers/speed.py)
+        self.base_lrs = [[group["lr"] for group in opt.param_groups] for opt in optimizers.values()]
+
+    @property
+    def global_step(self) -> int:
+        """Training steps finished in the whole run (the next step's index), resumed with the checkpoint."""
+        return self.epoch * len(self.loader) + self.step
+
+    def engine_needs(self, settings: EngineSettings) -> dict[str, Needs]:
+        """What the trainer's own step and the learning-rate schedule ask of the engine, by name."""
+        changing_lr = settings.lr_schedule != "none" or settings.warmup_steps > 0  # set on the host every step
+        return {f"{type(self).__name__}.needs": self.needs, "lr_schedule": Needs(reads_state=changing_lr)}
+
+    def lr_factor(self, step: int) -> float:
+        """Each optimizer's learning rate at global step `step`, as a fraction of its `lr` key: a linear
+        warm-up over `warmup_steps`, then `lr_schedule` from 1 down to `min_lr_ratio` at the last step."""
+        s = self.settings
+        if step < s.warmup_steps:
+            return (step + 1) / (s.warmup_steps + 1)
+        if s.lr_schedule == "none":
+            return 1.0
+        progress = min(1.0, (step - s.warmup_steps) / max(1, s.num_epochs * len(self.loader) - s.warmup_steps))
+        decay = 1 - progress if s.lr_schedule == "linear" else 0.5 * (1 + math.cos(math.pi * progress))
+        return s.min_lr_ratio + (1 - s.min_lr_ratio) * decay
+
+    def before_step(self) -> None:
+        """Runs before every training step, outside any CUDA graph: sets the scheduled learning rates."""
+        if self.settings.lr_schedule != "none" or self.settings.warmup_steps > 0:
+            factor = self.lr_factor(self.global_step)
+            for optimizer, base in zip(self.optimizers.values(), self.base_lrs, strict=True):
+                for group, lr in zip(optimizer.param_groups, base, strict=True):
+                    group["lr"] = lr * factor
+
+    def on_epoch_end(self, epoch: int) -> None:
+        """Runs after every finished epoch, on every process of a torchrun run at the same point (so it may
+        use collectives), before the epoch's files are written; what it changes must follow from `epoch`
+        and `global_step`, or be in `extra_state`, for a resumed run to equal an uninterrupted one."""
 
     # ------------------------------------------------------------------ to define in subclasses
 
@@ -280,6 +319,7 @@ class Trainer:
                         )
                     distributed.barrier()  # no rank exits (and so makes torchrun end the others) before the save
                     sys.exit(128 + signum)
+                self.on_epoch_end(epoch)
                 self._end_epoch(epoch)
             if self.best is not None and distributed.is_main():
                 best = self.best
@@ -328,6 +368,7 @@ class Trainer:
             disable=not distributed.is_main(),
         )
         for batch in self.loader.batches(epoch, start=self.step):
+            self.before_step()
             terms = self.run_step(*batch) if isinstance(batch, tuple) else self.run_step(batch)  # (images, labels)
             for name, value in terms.items():
                 sums[name] = sums.get(name, 0) + value
@@ -591,23 +632,24 @@ class Trainer:
     def _key_defaults(self, section: str) -> dict:
         """The keyword defaults behind one section of the config (trainer, dataset or a model's kwargs)."""
         if section == "trainer":
-            return keyword_defaults(type(self))
+            return self.Settings.defaults()
         if section == "dataset":
             return keyword_defaults(make_loader)
         model = self.models.get(section)
         return keyword_defaults(type(model)) if model is not None else {}
 
     def _check_same_run(self, saved: dict, path: Path) -> None:
+        resumable = {"trainer": self.Settings.resumable(), "dataset": RESUMABLE_DATASET_KEYS}
         for section, values in self.config.items():
             old = saved.get(section, {})
             # A key newer than the checkpoint, at its default, is what the older code did.
             defaults = self._key_defaults(section)
-            for key in sorted(set(values) | set(old)):
-                if key in RESUMABLE_CHANGES or values.get(key) == old.get(key):
+            for name in sorted(set(values) | set(old)):
+                if name in resumable.get(section, ()) or values.get(name) == old.get(name):
                     continue
-                if key not in old and key in defaults and values[key] == defaults[key]:
+                if name not in old and name in defaults and values[name] == defaults[name]:
                     continue
                 raise UserError(
-                    f"'{path}' was trained with {key}={old.get(key)!r}, now {key}={values.get(key)!r}: "
+                    f"'{path}' was trained with {name}={old.get(name)!r}, now {name}={values.get(name)!r}: "
                     "use another output_dir, set resume=False to start over, or restore the value"
                 )

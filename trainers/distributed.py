@@ -21,6 +21,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from trainers.needs import Needs
 from utils import UserError, require
 
 # How long a rank waits in a collective (e.g. for rank 0 computing metrics) before giving up.
@@ -90,6 +91,16 @@ def stop(owner: object | None = None) -> None:
     dist.destroy_process_group()
 
 
+def check_needs(needs: dict[str, Needs]) -> None:
+    """One line under torchrun for the pieces of a step (by name) that DistributedDataParallel cannot run."""
+    double = [name for name, n in needs.items() if n.double_backward]
+    require(
+        not double or world_size() == 1,
+        f"{' and '.join(double)} does not run under torchrun (DistributedDataParallel cannot take its double "
+        "backward): use one process, or turn it off",
+    )
+
+
 def barrier() -> None:
     if active():
         dist.barrier()
@@ -135,6 +146,15 @@ def mean_over_ranks(values: dict[str, torch.Tensor | float]) -> dict[str, torch.
     dist.all_reduce(stacked)
     stacked /= world_size()
     return dict(zip(values, stacked.unbind(), strict=True))
+
+
+def sum_over_ranks(values: torch.Tensor) -> torch.Tensor:
+    """`values` summed over the ranks (a new tensor); `values` itself in one process."""
+    if not active():
+        return values
+    total = values.clone()
+    dist.all_reduce(total)
+    return total
 
 
 def any_rank(flag: bool) -> bool:

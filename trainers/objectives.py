@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from trainers.needs import Needs
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -79,12 +82,6 @@ def vae_importance_weighted_nll(
 
 # ---------------------------------------------------------------------------- GANs
 
-GAN_LOSSES = ("bce", "hinge", "least_squares", "wgan_gp")
-# Objectives a replayed CUDA graph would get wrong, so the engine runs them as plain Python: those
-# that read Python-side state each step (a schedule, a step count) or take a double backward. Add a
-# new objective's name here if it does either.
-EAGER_LOSSES = frozenset({"wgan_gp"})
-
 
 def gan_discriminator_loss(
     loss: str, d_real: torch.Tensor, d_fake: torch.Tensor, real_target: float = 1.0
@@ -125,6 +122,27 @@ def gan_generator_loss(loss: str, d_fake: torch.Tensor) -> torch.Tensor:
     raise ValueError(f"unknown GAN loss {loss!r}: use one of {', '.join(GAN_LOSSES)}")
 
 
+@dataclass(frozen=True)
+class GANObjective:
+    """What trainers/gan_step.py needs to know of a loss besides its two formulas above: whether its
+    critic's outputs are logits of a probability (losses.csv's d_real, d_fake are then probabilities),
+    whether it adds `gradient_penalty`, and what it asks of the engine (trainers/needs.py)."""
+
+    probability: bool = False
+    gradient_penalty: bool = False
+    needs: Needs = Needs()
+
+
+# A new objective: a branch in each function above and a line here.
+GAN_OBJECTIVES = {
+    "bce": GANObjective(probability=True),
+    "hinge": GANObjective(),
+    "least_squares": GANObjective(),
+    "wgan_gp": GANObjective(gradient_penalty=True, needs=Needs(double_backward=True)),
+}
+GAN_LOSSES = tuple(GAN_OBJECTIVES)
+
+
 def gradient_penalty(
     critic: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor, fake: torch.Tensor
 ) -> torch.Tensor:
@@ -134,3 +152,11 @@ def gradient_penalty(
     x_hat = (alpha * real + (1 - alpha) * fake.reshape(real.shape)).requires_grad_(True)
     (grad,) = torch.autograd.grad(critic(x_hat).sum(), x_hat, create_graph=True)
     return (grad.flatten(1).norm(dim=1) - 1).pow(2).mean()
+
+
+def r1_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor) -> torch.Tensor:
+    """E[|grad D(x)|_2^2] on real images (Mescheder et al., 2018): the discriminator is pushed to be flat
+    around the data, which keeps it from overfitting; the R1 term is gamma / 2 times this."""
+    real = real.detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(critic(real).sum(), real, create_graph=True)
+    return grad.flatten(1).pow(2).sum(1).mean()

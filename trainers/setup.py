@@ -11,7 +11,6 @@ from torch import nn
 
 from datasets import as_class_list, count_classes, make_loader
 from trainers import distributed
-from trainers.speed import check_num_threads
 from utils import UserError, check_kwargs, keyword_defaults, pick_device, require, seed_everything, unknown_key
 
 
@@ -70,15 +69,7 @@ def prepare_run(
     builds the same models from the seed, and draws its own noise after that."""
     dataset = check_kwargs(dataset_kwargs, make_loader, "dataset_kwargs")
     dataset["classes"] = as_class_list(dataset["classes"])  # saved with the weights in this form
-    trainer = check_kwargs(trainer_kwargs, trainer_class, "trainer_kwargs")
-    rates = [k for k in trainer if k.endswith("lr")]
-    check_positive(trainer, ["num_epochs", "sample_every", *rates], "trainer_kwargs")
-    for key in ("beta1", "beta2", "label_smoothing", "ema_decay"):
-        if key in trainer:
-            require(0 <= trainer[key] < 1, f"trainer_kwargs['{key}'] must be in [0, 1), got {trainer[key]!r}")
-    if isinstance(trainer["num_threads"], str) and trainer["num_threads"].isdigit():  # --num-threads 2
-        trainer["num_threads"] = int(trainer["num_threads"])
-    check_num_threads(trainer["num_threads"])
+    trainer = trainer_class.Settings.build(trainer_kwargs, "trainer_kwargs").as_config()
     require(
         dataset["in_memory"] in (True, False, "auto"),
         f"dataset_kwargs['in_memory'] must be True, False or 'auto', got {dataset['in_memory']!r}",

@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
+from trainers.keys import Rule, Settings, key
+from trainers.needs import Needs
 from utils import require
 
 # torch's default thread count (the physical cores), before any run changes it.
@@ -111,7 +116,47 @@ def has_convolutions(models: list[nn.Module]) -> bool:
     return any(p.dim() == 4 for model in models for p in model.parameters())
 
 
-SPEED_KEYS = ("num_threads", "amp", "channels_last", "compile", "cuda_graphs")  # the trainer keys Speed takes
+@dataclass
+class SpeedSettings(Settings):
+    """The speed keys of every trainer: with amp off, none changes what a run computes."""
+
+    num_threads: int | str = key(
+        "auto",
+        "CPU threads: 'auto' (the cores not busy with other work) or a number",
+        Rule(
+            lambda v: v == "auto" or (type(v) is int and v > 0) or (isinstance(v, str) and v.isdigit() and int(v) > 0),
+            "'auto' or a positive int",
+        ),
+        resumable=True,
+    )
+    cuda_graphs: bool = key(
+        True, "on a CUDA GPU, replay each training step as one CUDA graph (same results, faster)", resumable=True
+    )
+    amp: bool = key(
+        False, "bfloat16 autocast where the device has native bf16 (CUDA, recent CPUs): faster, not bitwise"
+    )
+    channels_last: bool = key(
+        False, "NHWC memory format for the convolutions (for CUDA; no gain on CPU)", resumable=True
+    )
+    compile: bool = key(
+        False,
+        "torch.compile the models: slower than eager on a 2-core CPU and than cuda_graphs on a GPU",
+        resumable=True,
+    )
+
+    def __post_init__(self) -> None:
+        if isinstance(self.num_threads, str) and self.num_threads.isdigit():  # --num-threads 2
+            self.num_threads = int(self.num_threads)
+
+
+def graphs_allowed(needs: dict[str, Needs], cuda_graphs: bool, device: torch.device) -> bool:
+    """Whether a step whose pieces ask `needs` (by name) may be replayed as a CUDA graph; a note where
+    cuda_graphs is on, on CUDA, and a piece rules it out."""
+    blocked = {name: n.graph_blockers() for name, n in needs.items() if n.graph_blockers()}
+    if blocked and cuda_graphs and device.type == "cuda":
+        reasons = "; ".join(f"{name} ({', '.join(why)})" for name, why in blocked.items())
+        print(f"note: cuda_graphs off: the step runs as written for {reasons}")
+    return cuda_graphs and not blocked
 
 
 class Speed:
@@ -180,10 +225,12 @@ class Speed:
     def batch(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
-    def step(self, train_step: Callable[..., dict], optimizers: Iterable[torch.optim.Optimizer]) -> Callable[..., dict]:
+    def step(
+        self, train_step: Callable[..., dict], optimizers: Iterable[torch.optim.Optimizer], watch: Iterable[object] = ()
+    ) -> Callable[..., dict]:
         """What the epoch loop calls for a batch (images, and labels for a conditional model): `train_step`,
-        or its CUDA graph."""
-        return CapturedStep(train_step, optimizers) if self.cuda_graphs else train_step
+        or its CUDA graph, which checks the Python-side state of the objects in `watch` (`CapturedStep`)."""
+        return CapturedStep(train_step, optimizers, watch=watch) if self.cuda_graphs else train_step
 
 
 class CapturedStep:
@@ -194,37 +241,45 @@ class CapturedStep:
     (Adam creates its state, cuBLAS its workspaces); the next one records the step into the graph
     and replays it, and so does every later batch of the same shape, copied into the graph's
     input tensors (the images, and the labels of a conditional model). A batch of another shape
-    (an epoch's smaller last one) runs the step as it is. Random draws (noise, dropout) come from
-    the default CUDA generator, fresh at each replay.
-    What a replay returns is overwritten by the next one: use it before then.
+    (an epoch's smaller last one) runs the step as it is. Random draws from torch on the GPU are
+    fresh at each replay. What a replay returns is overwritten by the next one: use it before then.
 
-    A replay runs no Python, so Python-side values the step reads are frozen at capture. The
-    optimizers' hyperparameters are checked before each replay: a learning rate (or betas, weight
-    decay) set through `param_groups`, as a schedule does, ends the graph with a one-line note and
-    the step runs as it is from then on. An objective that reads other Python state each step
-    declares it (trainers/objectives.py, EAGER_LOSSES) and never gets a graph.
+    A replay runs no Python, so Python-side values the step reads are frozen at capture. Pieces
+    that read such state declare it (trainers/needs.py) and get no graph; what is not declared is
+    caught here, and the graph ends with a one-line note, the step running as written from then on:
+    - an optimizer's lr, betas, eps or weight decay changed after capture (a schedule);
+    - a plain attribute (number, string, bool) of an object in `watch` (the trainer and the pieces of
+      its step) that the captured step read, changed since, or changed by the step itself (a counter);
+    - random numbers the step drew on the host (Python's, NumPy's, or torch's CPU generator on a GPU
+      run), which every replay would repeat.
     """
 
     def __init__(
-        self, train_step: Callable[..., dict], optimizers: Iterable[torch.optim.Optimizer], warmup: int = 3
+        self,
+        train_step: Callable[..., dict],
+        optimizers: Iterable[torch.optim.Optimizer],
+        warmup: int = 3,
+        watch: Iterable[object] = (),
     ) -> None:
         self.train_step, self.optimizers, self.warmup = train_step, list(optimizers), warmup
+        self.watch = list(watch)
         self.graph: torch.cuda.CUDAGraph | None = None
         self.side_stream: torch.cuda.Stream | None = None
         self.calls = 0
         self.ended = False
+        self.reads: list[tuple[object, str, object]] = []  # (object, attribute, value) the captured step read
 
     def __call__(self, *batch: torch.Tensor) -> dict:
-        if self.ended:  # by a changed hyperparameter: the plain step from now on
+        if self.ended:  # the plain step from now on
             return self.train_step(*batch)
         if self.graph is None:
             self.calls += 1
             return self._warm_up(batch) if self.calls <= self.warmup else self._capture(batch)
         if batch[0].shape != self.inputs[0].shape:
             return self.train_step(*batch)
-        if self._hyperparameters() != self.captured_with:
-            print("note: cuda_graphs off from here: an optimizer's lr, betas or weight decay changed after capture")
-            self.graph, self.ended = None, True
+        frozen = self._frozen()
+        if frozen:
+            self._end(frozen)
             return self.train_step(*batch)
         for static, tensor in zip(self.inputs, batch, strict=True):
             static.copy_(tensor)
@@ -246,13 +301,100 @@ class CapturedStep:
         for optimizer in self.optimizers:  # the graph's backward then writes fresh gradients, not sums
             optimizer.zero_grad(set_to_none=True)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        host_rng = _host_rng_state(batch[0].device)
+        with _logged_reads(self.watch) as reads, torch.cuda.graph(graph):
             self.output = self.train_step(*self.inputs)
+        self.reads = list(reads.values())
         self.graph = graph
         graph.replay()  # recording ran nothing: now train on this batch
+        if _host_rng_state(batch[0].device) != host_rng:
+            self._end("the step drew random numbers on the host (Python, NumPy or torch's CPU generator)")
+        elif frozen := self._frozen():  # the step changed Python-side state itself
+            self._end(frozen)
         return self.output
+
+    def _frozen(self) -> str:
+        """What a replay would get wrong now: a changed hyperparameter or attribute read ('' if nothing)."""
+        if self._hyperparameters() != self.captured_with:
+            return "an optimizer's lr, betas or weight decay changed after capture"
+        for owner, name, value in self.reads:
+            now = getattr(owner, name, None)
+            if now != value and now == now:  # (NaN never equals itself)
+                return f"the step reads {type(owner).__name__}.{name}, which changed from {value!r} to {now!r}"
+        return ""
+
+    def _end(self, reason: str) -> None:
+        print(
+            f"note: cuda_graphs off from here: {reason}; a piece that reads Python-side state declares "
+            "Needs(reads_state=True) (trainers/needs.py)"
+        )
+        self.graph, self.ended = None, True
 
     def _hyperparameters(self) -> list:
         """What a schedule changes in the optimizers (the graph holds their values at capture)."""
         keys = ("lr", "betas", "weight_decay", "eps")
         return [[group.get(k) for k in keys] for opt in self.optimizers for group in opt.param_groups]
+
+
+_PLAIN = (bool, int, float, str, type(None), tuple)
+
+
+@contextlib.contextmanager
+def _logged_reads(objects: list[object]) -> Iterator[dict]:
+    """While the block runs, record each plain value (number, string, bool, None, tuple) read from an
+    attribute of `objects`: their classes are swapped for subclasses that log `__getattribute__`."""
+    reads: dict[tuple[int, str], tuple[object, str, object]] = {}
+    swapped = []
+    for obj in objects:
+        cls = type(obj)
+
+        def spy(self, name: str, _cls: type = cls):
+            value = _cls.__getattribute__(self, name)
+            if isinstance(value, _PLAIN) and not name.startswith("__"):
+                reads.setdefault((id(self), name), (self, name, value))
+            return value
+
+        try:
+            obj.__class__ = type(cls.__name__, (cls,), {"__getattribute__": spy, "__module__": cls.__module__})
+        except TypeError:  # a class whose instances cannot change class (slots, builtins)
+            continue
+        swapped.append((obj, cls))
+    try:
+        yield reads
+    finally:
+        for obj, cls in swapped:
+            obj.__class__ = cls
+
+
+def _host_rng_state(device: torch.device) -> tuple:
+    """The host's random generators, whose draws a CUDA graph would replay unchanged."""
+    torch_cpu = torch.get_rng_state() if device.type != "cpu" else None
+    return random.getstate(), np.random.get_state()[1].tobytes(), torch_cpu
+
+
+def python_state(root: object, networks: Iterable[nn.Module], depth: int = 3) -> list[object]:
+    """`root` and the objects its attributes reach (to `depth`) whose plain attributes a step may read:
+    everything but tensors, optimizers, the trainable `networks` and objects of torch's own classes."""
+    skip = {id(m) for network in networks for m in network.modules()}
+    found, frontier, seen = [], [root], {id(root)}
+    for _ in range(depth + 1):
+        next_frontier = []
+        for obj in frontier:
+            found.append(obj)
+            values = vars(obj).values() if hasattr(obj, "__dict__") else ()
+            for value in values:
+                for item in value if isinstance(value, (list, tuple)) else (value,):
+                    if id(item) in seen or id(item) in skip or not hasattr(item, "__dict__"):
+                        continue
+                    seen.add(id(item))
+                    module = type(item).__module__ or ""
+                    if (
+                        isinstance(item, (torch.Tensor, torch.optim.Optimizer, type))
+                        or module.split(".")[0] in ("torch", "numpy", "builtins", "functools")
+                        or callable(item)
+                        and not isinstance(item, nn.Module)
+                    ):
+                        continue
+                    next_frontier.append(item)
+        frontier = next_frontier
+    return found

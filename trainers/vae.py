@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -10,11 +11,27 @@ from torchvision.utils import save_image
 
 from datasets import Loader, held_out_folder, make_loader
 from trainers import distributed
-from trainers.base import ENGINE_KEYS, Trainer, pick
+from trainers.base import EngineSettings, Trainer
+from trainers.keys import POSITIVE, at_least, default, key
 from trainers.objectives import vae_importance_weighted_nll, vae_negative_elbo
 from trainers.setup import prepare_run
-from trainers.speed import SPEED_KEYS, Speed
+from trainers.speed import Speed, SpeedSettings, graphs_allowed, python_state
 from utils import pick_device, require
+
+
+@dataclass
+class VAESettings(SpeedSettings, EngineSettings):
+    """The VAE trainer's keys: the engine's, the speed keys and these."""
+
+    num_epochs: int = default(50)
+    output_dir: str = default("mnist_VAE")
+    lr: float = key(0.001, "Adam's learning rate", POSITIVE)
+    beta: float = key(
+        1.0, "weight of the KL term in training (1: the ELBO); test_loss is always the true -ELBO", at_least(0)
+    )
+    iw_samples: int = key(
+        200, "importance samples per test image for test_nll_iw (-log p(x)) at evaluations", POSITIVE, resumable=True
+    )
 
 
 class VAETrainer(Trainer):
@@ -30,6 +47,7 @@ class VAETrainer(Trainer):
     (trainers/speed.py); the test numbers are always computed in float32.
     """
 
+    Settings = VAESettings
     best_by = (("neg_elbo",), "vae")  # vae_best.pt: the evaluation with the lowest test -ELBO
     curve_panels = (
         ("loss", "test_loss"),
@@ -37,45 +55,18 @@ class VAETrainer(Trainer):
         ("kl", "test_kl"),
     )
 
-    def __init__(
-        self,
-        vae: nn.Module,
-        loader: Loader,
-        test_loader: Loader,
-        config: dict,
-        *,
-        num_epochs: int = 50,
-        lr: float = 0.001,
-        beta: float = 1.0,
-        output_dir: str = "mnist_VAE",
-        seed: int = 0,
-        device: str = "auto",
-        sample_every: int = 10,
-        resume: bool | str = "auto",
-        eval_every: int | None = None,
-        metrics_features: str = "auto",
-        inception_weights: str = "",
-        tensorboard: bool = False,
-        iw_samples: int = 200,
-        num_threads: int | str = "auto",
-        amp: bool = False,
-        channels_last: bool = False,
-        compile: bool = False,
-        cuda_graphs: bool = True,
-    ) -> None:
-        require(iw_samples >= 1, f"trainer_kwargs['iw_samples'] must be 1 or more, got {iw_samples}")
-        require(beta >= 0, f"trainer_kwargs['beta'] must be 0 or more, got {beta}")
-        device = pick_device(device)
+    def __init__(self, vae: nn.Module, loader: Loader, test_loader: Loader, config: dict, **settings) -> None:
+        s = self.Settings.build(settings)
+        device = pick_device(s.device)
         vae.to(device)
-        self.speed = Speed(
-            [vae], device, **{**pick(locals(), SPEED_KEYS), "cuda_graphs": cuda_graphs and not self.eager_step}
-        )
-        optimizers = {"vae": torch.optim.Adam(vae.parameters(), lr, **self.speed.adam_options())}
-        super().__init__({"vae": vae}, optimizers, loader, config, device=device, **pick(locals(), ENGINE_KEYS))
-        self.vae, self.test_loader, self.iw_samples, self.beta = vae, test_loader, iw_samples, beta
+        graphs = graphs_allowed(self.engine_needs(s), s.cuda_graphs, device)
+        self.speed = Speed([vae], device, **{**s.pick(SpeedSettings), "cuda_graphs": graphs})
+        optimizers = {"vae": torch.optim.Adam(vae.parameters(), s.lr, **self.speed.adam_options())}
+        super().__init__({"vae": vae}, optimizers, loader, config, s, device)
+        self.vae, self.test_loader, self.iw_samples, self.beta = vae, test_loader, s.iw_samples, s.beta
         self.fixed_noise = self.make_fixed_noise(vae.latent_dim)
         self.call_vae = self.speed.compiled(distributed.wrap(vae))  # under torchrun: DDP averages the gradients
-        self.run_step = self.speed.step(self.train_step, self.optimizers.values())
+        self.run_step = self.speed.step(self.train_step, self.optimizers.values(), python_state(self, [vae]))
         self.num_classes = getattr(vae, "num_classes", None)  # a conditional VAE: batches come with labels
         loader.labelled = test_loader.labelled = self.num_classes is not None
 

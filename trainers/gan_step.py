@@ -1,0 +1,140 @@
+"""One GAN training step, top to bottom: what the discriminator sees, its loss and regularisers, and
+the generator's loss (the part of a GAN a researcher edits; stylegan2-ada-pytorch's training/loss.py).
+
+The engine (trainers/gan.py) calls `discriminator_loss` and `generator_loss` and owns the rest: the
+backward passes and optimizers, the weight average, CUDA graphs, DistributedDataParallel, the logs.
+Every image on its way to the discriminator, real or generated, for a loss or a penalty, passes
+`run_D`, so an augmentation applies to all of them. Each piece says what it asks of the engine in
+`needs` (trainers/needs.py); the engine decides CUDA graphs and torchrun from that alone.
+"""
+
+from __future__ import annotations
+
+import functools
+import operator
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from trainers.augment import AUGMENTS, Augment, parse_policy
+from trainers.keys import POSITIVE, Rule, Settings, at_least, fraction, key, one_of
+from trainers.needs import Needs
+from trainers.objectives import GAN_OBJECTIVES, gan_discriminator_loss, gan_generator_loss, gradient_penalty, r1_penalty
+
+
+def _is_policy(text: str) -> bool:
+    try:
+        return bool(parse_policy(text))
+    except ValueError:
+        return False
+
+
+@dataclass
+class GANStepSettings(Settings):
+    """The keys of the step (the GAN trainer's other keys are in trainers/gan.py)."""
+
+    loss: str = key("bce", "the objective: bce (the SPEC's), hinge, least_squares or wgan_gp", one_of(*GAN_OBJECTIVES))
+    label_smoothing: float = key(0.1, "loss bce: the discriminator's target for real images is 1 - this", fraction())
+    gp_weight: float = key(10.0, "loss wgan_gp: the weight of its gradient penalty", at_least(0))
+    r1_gamma: float = key(
+        0.0, "R1 penalty gamma/2 |grad D(x)|^2 on real images (Mescheder et al. 2018); 0: off", at_least(0)
+    )
+    r1_every: int = key(16, "r1_gamma: the penalty on every N-th step only, N times as strong (lazy R1)", POSITIVE)
+    augment: str = key(
+        "none",
+        "augment what D sees: none, diffaugment (Zhao et al. 2020) or ada (Karras et al. 2020)",
+        one_of(*AUGMENTS),
+    )
+    augment_policy: str = key(
+        "color,translation,cutout",
+        "the operations of augment, comma-separated: color, translation, cutout, flip",
+        Rule(_is_policy, "a comma-separated list of color, translation, cutout, flip"),
+    )
+    ada_target: float = key(
+        0.6, "augment ada: the target of r_t = E[sign(D(x_real))], how much D may overfit", fraction()
+    )
+    ada_kimg: float = key(
+        100.0, "augment ada: thousands of real images for p to go from 0 to 1 at the fastest", POSITIVE
+    )
+
+
+def total(terms: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The sum of a loss's terms, what its optimizer minimises."""
+    return functools.reduce(operator.add, terms.values())
+
+
+class GANStep:
+    """The objective `settings.loss`, the regularisers and the augmentation, for one generator and discriminator.
+
+    The engine passes the modules a step calls (under torchrun DDP-wrapped; `discriminator_for_generator`
+    is D without DDP, for the generator's loss, which trains G only), sets `global_step` before each
+    step, and says whether one discriminator pass over real and generated images together computes
+    the same as two (`joint_pass`: its discriminator has no BatchNorm; then nothing D sees may draw
+    random numbers either).
+    """
+
+    def __init__(
+        self,
+        generator: nn.Module,
+        discriminator: nn.Module,
+        settings: GANStepSettings,
+        image_shape: tuple[int, int, int],
+        discriminator_for_generator: nn.Module | None = None,
+        joint_pass: bool = False,
+    ) -> None:
+        self.G, self.D = generator, discriminator
+        self.D_for_G = discriminator_for_generator or discriminator
+        self.loss, self.objective = settings.loss, GAN_OBJECTIVES[settings.loss]
+        self.real_target = 1.0 - settings.label_smoothing if settings.loss == "bce" else 1.0
+        self.gp_weight = settings.gp_weight
+        self.r1_gamma, self.r1_every = settings.r1_gamma, settings.r1_every
+        self.augment = Augment(
+            settings.augment, settings.augment_policy, image_shape, settings.ada_target, settings.ada_kimg
+        )
+        self.global_step = 0  # steps finished before this one, in the whole run
+        # What each piece asks of the engine, by the name a note or an error gives it.
+        self.needs = {
+            f"loss '{settings.loss}'": self.objective.needs,
+            f"augment '{settings.augment}'": self.augment.needs,
+        }
+        if self.r1_gamma:  # a gradient of a gradient, and (lazy) a Python-side step count
+            self.needs["r1_gamma"] = Needs(double_backward=True, reads_state=self.r1_every > 1)
+        self.joint_pass = joint_pass and not any(needs.draws_random for needs in self.needs.values())
+
+    def run_G(self, z: torch.Tensor, labels: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        return self.G(z, *labels)
+
+    def run_D(
+        self, images: torch.Tensor, labels: tuple[torch.Tensor, ...], for_generator: bool = False
+    ) -> torch.Tensor:
+        """The discriminator's raw outputs (float32) for a batch of real or generated images."""
+        discriminator = self.D_for_G if for_generator else self.D
+        return discriminator(self.augment(images), *labels).float()
+
+    def run_D_on_both(
+        self, real: torch.Tensor, fake: torch.Tensor, labels: tuple[torch.Tensor, ...]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """run_D on the real and on the generated batch: in one pass over both where that is the same."""
+        if not self.joint_pass:
+            return self.run_D(real, labels), self.run_D(fake, labels)
+        both = self.run_D(torch.cat([real, fake.reshape(real.shape)]), tuple(torch.cat([y, y]) for y in labels))
+        return both[: len(real)], both[len(real) :]
+
+    def discriminator_loss(
+        self, real: torch.Tensor, fake: torch.Tensor, labels: tuple[torch.Tensor, ...]
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+        """The terms the discriminator minimises the sum of, and its raw outputs on the real and generated
+        images. `fake` is detached: this step leaves G alone."""
+        d_real, d_fake = self.run_D_on_both(real, fake, labels)
+        self.augment.adapt(d_real)  # ada: p follows how much D overfits
+        terms = {"adversarial": gan_discriminator_loss(self.loss, d_real, d_fake, self.real_target)}
+        if self.objective.gradient_penalty:
+            terms["gradient_penalty"] = self.gp_weight * gradient_penalty(lambda x: self.run_D(x, labels), real, fake)
+        if self.r1_gamma and self.global_step % self.r1_every == 0:
+            terms["r1"] = self.r1_gamma / 2 * self.r1_every * r1_penalty(lambda x: self.run_D(x, labels), real)
+        return terms, d_real, d_fake
+
+    def generator_loss(self, fake: torch.Tensor, labels: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
+        """The terms the generator minimises the sum of: fool the discriminator as it is now."""
+        return {"g_loss": gan_generator_loss(self.loss, self.run_D(fake, labels, for_generator=True))}
