@@ -297,17 +297,21 @@ def test_resume_false_starts_over(tiny: Tiny, tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------- real processes
 
 
-@pytest.fixture(scope="module")
-def long_run(tiny: Tiny, tmp_path_factory: pytest.TempPathFactory) -> tuple[list[str], Path]:
-    """CLI arguments of a run long enough to interrupt, and the output of it run straight through
-    (in this process: the subprocesses use the same single thread, so their arithmetic is identical)."""
-    out = tmp_path_factory.mktemp("long_straight")
+def _straight_run(tiny: Tiny, out: Path, extra: tuple[str, ...] = ()) -> list[str]:
+    """CLI arguments of a run long enough to interrupt, run straight through into `out` (in this process:
+    the subprocesses use the same single thread, so their arithmetic is identical)."""
     model, dataset, trainer = tiny.gan(out, {"max_samples": 512}, num_epochs=6)
     del trainer["output_dir"]
-    args = cli_args(model, dataset, trainer)
+    args = [*cli_args(model, dataset, trainer), *extra]
     with pytest.MonkeyPatch.context() as monkeypatch:
         run_main_in_process(main_gan, [*args, "--output-dir", str(out)], monkeypatch)
-    return args, out
+    return args
+
+
+@pytest.fixture(scope="module")
+def long_run(tiny: Tiny, tmp_path_factory: pytest.TempPathFactory) -> tuple[list[str], Path]:
+    out = tmp_path_factory.mktemp("long_straight")
+    return _straight_run(tiny, out), out
 
 
 def _start_and_wait_for_checkpoint(args: list[str], out: Path) -> subprocess.Popen:
@@ -329,9 +333,7 @@ def _start_and_wait_for_checkpoint(args: list[str], out: Path) -> subprocess.Pop
     return process
 
 
-def test_sigkill_then_rerun_equals_an_uninterrupted_run(long_run, tmp_path: Path) -> None:
-    args, reference = long_run
-    out = tmp_path / "killed"
+def _kill_and_rerun(args: list[str], reference: Path, out: Path) -> None:
     process = _start_and_wait_for_checkpoint(args, out)
     os.kill(process.pid, signal.SIGKILL)
     process.communicate(timeout=60)
@@ -344,6 +346,24 @@ def test_sigkill_then_rerun_equals_an_uninterrupted_run(long_run, tmp_path: Path
     assert "resuming from" in result.stdout
     assert _same_weights("gan", out, reference)
     assert [int(r["epoch"]) for r in read_csv(out / "losses.csv")[1]] == [1, 2, 3, 4, 5, 6]
+    untimed = [{k: v for k, v in row.items() if k != "seconds"} for row in read_csv(out / "losses.csv")[1]]
+    assert untimed == [
+        {k: v for k, v in row.items() if k != "seconds"} for row in read_csv(reference / "losses.csv")[1]
+    ]
+
+
+def test_sigkill_then_rerun_equals_an_uninterrupted_run(long_run, tmp_path: Path) -> None:
+    args, reference = long_run
+    _kill_and_rerun(args, reference, tmp_path / "killed")
+
+
+def test_sigkill_with_ada_and_its_regularisers_reruns_bit_for_bit(tiny: Tiny, tmp_path: Path) -> None:
+    """ADA's probability and statistics, spectral norm's vectors, lazy R1 and the schedule all resume."""
+    extra = ("--augment", "ada", "--ada-kimg", "0.5", "--spectral-norm", "true", "--r1-gamma", "0.1")
+    extra += ("--r1-every", "4", "--lr-schedule", "cosine", "--warmup-steps", "20")
+    args = _straight_run(tiny, tmp_path / "straight", extra)
+    _kill_and_rerun(args, tmp_path / "straight", tmp_path / "killed")
+    assert float(read_csv(tmp_path / "killed" / "losses.csv")[1][-1]["augment_p"]) > 0
 
 
 def test_sigint_then_rerun_equals_an_uninterrupted_run(long_run, tmp_path: Path) -> None:

@@ -356,7 +356,7 @@ def _logged_reads(objects: list[object]) -> Iterator[dict]:
 
         try:
             obj.__class__ = type(cls.__name__, (cls,), {"__getattribute__": spy, "__module__": cls.__module__})
-        except TypeError:  # a class whose instances cannot change class (slots, builtins)
+        except (TypeError, AttributeError):  # instances that cannot change class (slots, builtins, frozen)
             continue
         swapped.append((obj, cls))
     try:
