@@ -5,6 +5,7 @@ Nothing here touches the network or files outside the folders the tests pass in.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import os
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+import trainers.speed as speed
 from models import VAE, DCGANDiscriminator, DCGANGenerator, FCDiscriminator, FCGenerator
 from trainers import train_gan, train_vae
 
@@ -199,3 +201,41 @@ def cli_args(*dicts: dict) -> list[str]:
         for key, value in kwargs.items():
             args += ["--" + key.replace("_", "-"), str(value)]
     return args
+
+
+# ---------------------------------------------------------------------------- CUDA graphs on a CPU
+
+
+class FakeGraph:
+    """Stands in for torch.cuda.CUDAGraph on a CPU: capture runs the step's Python once, a replay
+    runs none of it (as on a GPU) and is counted."""
+
+    replays = 0
+
+    def replay(self) -> None:
+        FakeGraph.replays += 1
+
+
+def fake_cuda_graphs(monkeypatch, trainers_take_them: bool = False) -> None:
+    """Fake CUDA graphs (FakeGraph); `trainers_take_them`: trainers then replay steps as graphs on a CPU
+    where their settings and declarations allow it, so that a graph, if taken, would freeze what it must not."""
+
+    class Stream:
+        def __init__(self, *args) -> None: ...
+
+        def wait_stream(self, other) -> None: ...
+
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", FakeGraph)
+    monkeypatch.setattr(torch.cuda, "graph", lambda graph: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "Stream", Stream)
+    monkeypatch.setattr(torch.cuda, "stream", lambda stream: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: Stream())
+    FakeGraph.replays = 0
+    if trainers_take_them:
+        init = speed.Speed.__init__
+
+        def graphs_as_asked(self, *args, cuda_graphs: bool = True, **kwargs) -> None:
+            init(self, *args, cuda_graphs=cuda_graphs, **kwargs)
+            self.cuda_graphs = cuda_graphs
+
+        monkeypatch.setattr(speed.Speed, "__init__", graphs_as_asked)

@@ -13,7 +13,7 @@ import torch
 import trainers.augment as augment
 import trainers.speed as speed
 from datasets import InMemoryLoader
-from helpers import Tiny, read_csv, state_dicts_equal, weights
+from helpers import Tiny, fake_cuda_graphs, read_csv, state_dicts_equal, weights
 from models import DCGANDiscriminator, FCDiscriminator, FCGenerator
 from trainers import GANTrainer, distributed
 from trainers.gan_step import GANStep, GANStepSettings
@@ -273,19 +273,6 @@ def test_declared_needs_decide_graphs_and_torchrun(monkeypatch, capsys) -> None:
         distributed.check_needs(needs)
 
 
-def _fake_graphs(monkeypatch: pytest.MonkeyPatch) -> None:
-    from test_speed import _fake_cuda_graphs
-
-    _fake_cuda_graphs(monkeypatch)
-    init = speed.Speed.__init__
-
-    def graphs_as_asked(self, *args, cuda_graphs: bool = True, **kwargs) -> None:
-        init(self, *args, cuda_graphs=cuda_graphs, **kwargs)
-        self.cuda_graphs = cuda_graphs
-
-    monkeypatch.setattr(speed.Speed, "__init__", graphs_as_asked)
-
-
 class _AnnealedSmoothing(GANTrainer):
     """An edit that reads Python-side state every step and does not declare it."""
 
@@ -315,7 +302,7 @@ class _HostRandom(GANTrainer):
 def test_an_undeclared_edit_is_caught_not_frozen(edit, monkeypatch, capsys, tmp_path: Path) -> None:
     """With a (faked) CUDA graph, a replay runs none of the step's Python: the captured step notices what
     it would freeze, says so in one line, and trains as written, so the weights equal a plain run's."""
-    _fake_graphs(monkeypatch)
+    fake_cuda_graphs(monkeypatch, trainers_take_them=True)
     images = torch.randint(0, 256, (6 * 8, 1, 28, 28), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
     finals = []
     for graphs in (True, False):
@@ -334,7 +321,7 @@ def test_an_undeclared_edit_is_caught_not_frozen(edit, monkeypatch, capsys, tmp_
 
 def test_a_graph_replays_an_edit_that_reads_nothing_changing(monkeypatch, capsys, tmp_path: Path) -> None:
     """The watch has no false alarms: the plain step, and ada's tensors, replay as a graph."""
-    _fake_graphs(monkeypatch)
+    fake_cuda_graphs(monkeypatch, trainers_take_them=True)
     images = torch.randint(0, 256, (6 * 8, 1, 28, 28), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
     loader = InMemoryLoader(images, torch.zeros(len(images)), 8, True, True, seed=0)
     g, d = FCGenerator(8, 16), FCDiscriminator(784, 16)

@@ -3,7 +3,6 @@ two data paths train identically; the options run on CPU; num_threads is chosen 
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 from pathlib import Path
@@ -14,7 +13,7 @@ import torch.nn.functional as F
 
 import trainers.speed as speed
 from datasets import InMemoryLoader
-from helpers import Tiny, losses, model_files, state_dicts_equal, weights
+from helpers import FakeGraph, Tiny, fake_cuda_graphs, losses, model_files, state_dicts_equal, weights
 from models import VAE, DCGANDiscriminator, DCGANGenerator, FCDiscriminator, FCGenerator
 from trainers import GANTrainer, VAETrainer
 from trainers.base import load_optimizer
@@ -245,36 +244,12 @@ def test_in_memory_is_checked_before_any_work(tiny: Tiny, tmp_path: Path) -> Non
         tiny.train("gan", tmp_path, {"in_memory": "yes"})
 
 
-class _FakeGraph:
-    """Stands in for torch.cuda.CUDAGraph on a CPU: capture runs the step's Python once, a replay
-    runs none of it (as on a GPU) and is counted."""
-
-    replays = 0
-
-    def replay(self) -> None:
-        _FakeGraph.replays += 1
-
-
-def _fake_cuda_graphs(monkeypatch: pytest.MonkeyPatch) -> None:
-    class Stream:
-        def __init__(self, *args) -> None: ...
-
-        def wait_stream(self, other) -> None: ...
-
-    monkeypatch.setattr(torch.cuda, "CUDAGraph", _FakeGraph)
-    monkeypatch.setattr(torch.cuda, "graph", lambda graph: contextlib.nullcontext())
-    monkeypatch.setattr(torch.cuda, "Stream", Stream)
-    monkeypatch.setattr(torch.cuda, "stream", lambda stream: contextlib.nullcontext())
-    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: Stream())
-    _FakeGraph.replays = 0
-
-
 def test_a_learning_rate_changed_after_capture_ends_the_graph(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
     """A schedule that sets lr through param_groups (nanoGPT's way) would be frozen by a replay:
     the captured step notices, says so once, and runs the plain step from then on."""
-    _fake_cuda_graphs(monkeypatch)
+    fake_cuda_graphs(monkeypatch)
     param = torch.nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.SGD([param], lr=1.0)
     steps_run = []
@@ -287,11 +262,11 @@ def test_a_learning_rate_changed_after_capture_ends_the_graph(
     batch = torch.ones(4)
     for _ in range(5):  # 2 warm-up calls, the capture (which replays once), 2 replays
         step(batch)
-    assert steps_run == [1.0, 1.0, 1.0] and _FakeGraph.replays == 3
+    assert steps_run == [1.0, 1.0, 1.0] and FakeGraph.replays == 3
     for lr in (0.5, 0.25, 0.25):
         optimizer.param_groups[0]["lr"] = lr
         step(batch)
-    assert steps_run[3:] == [0.5, 0.25, 0.25] and _FakeGraph.replays == 3
+    assert steps_run[3:] == [0.5, 0.25, 0.25] and FakeGraph.replays == 3
     assert capsys.readouterr().out.count("note: cuda_graphs off from here") == 1
 
 
@@ -311,14 +286,7 @@ def test_a_scheduled_objective_trains_identically_with_and_without_the_speed_pat
     device: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     if device == "cpu":  # no CUDA graphs here: fake them, so that a graph, if taken, would freeze the schedule
-        _fake_cuda_graphs(monkeypatch)
-        init = speed.Speed.__init__
-
-        def graphs_as_asked(self, *args, cuda_graphs: bool = True, **kwargs) -> None:
-            init(self, *args, cuda_graphs=cuda_graphs, **kwargs)
-            self.cuda_graphs = cuda_graphs
-
-        monkeypatch.setattr(speed.Speed, "__init__", graphs_as_asked)
+        fake_cuda_graphs(monkeypatch, trainers_take_them=True)
     images = torch.randint(0, 256, (6 * 8, 1, 28, 28), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
     finals, steps = [], []
     for fast in (True, False):
