@@ -13,9 +13,11 @@ the same batches whichever one runs; the dataset key `in_memory` can force eithe
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import math
 import os
+import struct
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -101,17 +103,41 @@ def to_float(images: torch.Tensor, normalize: bool) -> torch.Tensor:
     return images.float().mul_(scale).add_(shift)
 
 
+def check_idx_file(path: Path) -> None:
+    """One line for an MNIST-style IDX file shorter or longer than its header says (a torn download)."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        header = f.read(4)
+        dims = f.read(4 * header[3]) if len(header) == 4 else b""
+    ok = len(header) == 4 and header[:2] == b"\0\0" and len(dims) == 4 * header[3]
+    expected = 4 + len(dims) + math.prod(struct.unpack(f">{header[3]}I", dims)) if ok else None
+    require(
+        ok and size == expected,
+        f"'{path}' is truncated or corrupt ({size} bytes"
+        + (f", its header says {expected})" if ok else ", no IDX header)")
+        + ": delete it to download it again, or replace it with a whole copy",
+    )
+
+
 def _open_builtin(dataset_type: str, root: str, train: bool) -> torchvision.datasets.VisionDataset:
     dataset_class = BUILTIN[dataset_type]
+    raw = Path(root) / dataset_class.__name__ / "raw"
+    if dataset_type != "cifar10" and raw.is_dir():
+        for path in sorted(raw.glob("*-ubyte")):
+            check_idx_file(path)
     try:
         return dataset_class(root, train=train, download=False)
     except RuntimeError:
         pass  # not there yet: download it
     print(f"downloading {dataset_type} into '{root}' ...")
+    made = [p for p in (Path(root), *Path(root).parents, raw, raw.parent) if not p.exists()]  # removed on failure
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # torchvision prints every mirror it tries
             return dataset_class(root, train=train, download=True)
     except Exception as error:  # URLError, RuntimeError, OSError, ... all mean "not available"
+        for folder in sorted(made, key=lambda p: len(p.parts), reverse=True):
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only if empty: a failed download leaves no folders behind
         reason = str(error).strip().splitlines()[-1][:120] if str(error).strip() else type(error).__name__
         folder = Path(root) / ("cifar-10-batches-py" if dataset_type == "cifar10" else f"{dataset_class.__name__}/raw")
         raise UserError(
@@ -136,7 +162,11 @@ def count_classes(dataset_type: str, root: str) -> int:
 def as_class_list(classes: list | int | str | None) -> list | None:
     """7, "cat" or "cat,dog" (as typed on the command line) -> [7], ["cat"], ["cat", "dog"]."""
     if isinstance(classes, (int, str)):
-        return [int(c) if c.strip().isdigit() else c.strip() for c in str(classes).split(",")]
+        classes = [int(c) if c.strip().isdigit() else c.strip() for c in str(classes).split(",") if c.strip()]
+    require(
+        classes is None or len(classes) > 0,
+        "dataset_kwargs['classes'] is empty: name at least one class (e.g. [3] or 'cat,dog'), or None for all",
+    )
     return classes
 
 
@@ -215,6 +245,12 @@ def find_images(root: str | Path) -> tuple[list[Path], list[int], list[str]]:
     loose = [Path(e.path) for e in entries if _is_image_name(e.name) and e.is_file()]
     per_class = {e.name: _images_below(Path(e.path)) for e in entries if e.is_dir()}
     per_class = {name: files for name, files in per_class.items() if files}
+    splits = {"train", "test"} & set(per_class)
+    require(
+        splits != {"train", "test"},
+        f"'{root}' holds a train/ and a test/ folder, a split, not classes: set root to '{root / 'train'}' "
+        "(the test/ beside it is then the test split)",
+    )
     if not per_class:
         extensions = ", ".join(IMAGE_EXTENSIONS)
         require(loose, f"no images in '{root}': put image files ({extensions}) in it or in class subfolders")
@@ -438,8 +474,11 @@ class Loader:
         self.rank, self.world_size = rank, world_size
 
     def __len__(self) -> int:
-        # Every rank takes this many steps (DDP needs equal counts): its smallest share, in batches.
-        return -(-(len(self.labels) // self.world_size) // self.batch_size)
+        # Every rank takes this many steps (DDP needs equal counts): its smallest share, in batches. A last
+        # batch of one image joins the one before (BatchNorm cannot train on a single image).
+        share = len(self.labels) // self.world_size
+        steps = -(-share // self.batch_size)
+        return steps - 1 if share % self.batch_size == 1 and steps > 1 else steps
 
     def order(self, epoch: int) -> torch.Tensor:
         """This rank's images of epoch `epoch`: every rank draws the same permutation and takes every
@@ -454,6 +493,15 @@ class Loader:
 
     def to_float(self, images: torch.Tensor) -> torch.Tensor:
         return to_float(images, self.normalize)
+
+    def fingerprint(self) -> dict:
+        """What the data set is, for a resumed run to compare: its size, and a hash of its labels and of 64
+        images spread evenly over it (the same on the in-memory and the streamed path)."""
+        count = len(self.labels)
+        digest = hashlib.blake2b(self.labels.cpu().numpy().astype(np.int64).tobytes(), digest_size=8)
+        for index in torch.linspace(0, count - 1, min(count, 64)).long().tolist():
+            digest.update(self.images[index].cpu().numpy().tobytes())
+        return {"images": count, "hash": digest.hexdigest()}
 
     def batches(self, epoch: int, start: int = 0) -> Iterator[torch.Tensor | tuple[torch.Tensor, torch.Tensor]]:
         """The batches of one epoch as float (B, C, H, W) on the training device, skipping the first `start`;

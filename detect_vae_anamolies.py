@@ -48,7 +48,7 @@ from torchvision.utils import save_image  # noqa: E402
 
 from datasets import as_class_list, load_test_images, to_float  # noqa: E402
 from trainers.objectives import pixel_entropy, vae_importance_weighted_nll, vae_negative_elbo  # noqa: E402
-from trainers.setup import check_output_dir  # noqa: E402
+from trainers.setup import make_output_dir  # noqa: E402
 from utils import (  # noqa: E402
     analysis_main,
     load_trained,
@@ -276,7 +276,7 @@ def run_detection(
     vae, dataset = load_vae(path, torch_device)
     side = min(vae.image_shape[1:])
     require(1 <= patch_size <= side, f"patch_size must be between 1 and the image side {side}, got {patch_size}")
-    check_output_dir(str(folder))
+    make_output_dir(folder)
 
     images, labels = load_test_images(dataset, vae.image_shape, root, max_samples=num_images)
     clean = to_float(images, normalize=False)  # the VAE's [0, 1] range

@@ -26,7 +26,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from trainers.setup import check_output_dir
+from trainers.setup import make_output_dir
 from utils import (
     analysis_main,
     check_label,
@@ -48,11 +48,13 @@ generate_kwargs = {
     "seed": 0,  # draws the latents
     "device": "auto",  # cuda, then mps, then cpu
     "label": None,  # a conditional model: the class to draw (None: every class in turn)
+    "overwrite": False,  # True: replace the images an earlier run left in output_dir (else that is refused)
 }
 
 DEFAULT_WEIGHTS = "mnist_GAN/generator.pt"  # main_gan.py's output_dir
 GENERATORS = ("FCGenerator", "DCGANGenerator", "VAE")
 FORMATS = ("png", "npz")
+IMAGE_FILES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".npz", ".npy"}  # what FID tools read from a folder
 
 
 def sample_uint8(model: nn.Module, z: torch.Tensor, normalize: bool, labels: torch.Tensor | None = None) -> np.ndarray:
@@ -71,6 +73,7 @@ def run_generate(
     seed: int = 0,
     device: str = "auto",
     label: int | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Write `num_samples` samples of the model in `weights_path`; returns the folder or the .npz file."""
     require(format in FORMATS, f"unknown format '{format}': use {' or '.join(FORMATS)}")
@@ -83,7 +86,16 @@ def run_generate(
         path, torch_device, GENERATORS, "sampling", f"use the generator, {path.parent / 'generator.pt'}"
     )
     check_label(model, label)
-    check_output_dir(str(folder))
+    make_output_dir(folder)
+    earlier = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_FILES)
+    first = earlier[0].name if earlier else ""
+    require(
+        overwrite or not earlier,
+        f"output_dir '{folder}' already holds {len(earlier)} image or sample files ({first}, ...), which any tool "
+        "would read with these: choose an empty folder, or set overwrite True to replace them",
+    )
+    for path in earlier:
+        path.unlink()
     normalize = dataset.get("normalize", True)
     rng = torch.Generator().manual_seed(seed)  # on the CPU: the same latents on every device
     z = torch.randn(num_samples, model.latent_dim, generator=rng).to(torch_device)

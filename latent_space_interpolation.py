@@ -31,9 +31,10 @@ from torch import nn
 from torchvision.utils import make_grid, save_image
 
 from datasets import load_test_images, to_float
-from trainers.setup import check_output_dir
+from trainers.setup import make_output_dir
 from utils import (
     analysis_main,
+    available_memory,
     check_label,
     generated_images,
     load_trained,
@@ -159,9 +160,13 @@ def render_paths(
     """Latent paths (R, S, D), and a conditional model's class weights (R, S, K), -> images (R, S, C, H, W)
     in [0, 1]."""
     rows, steps, dim = paths.shape
+    z = paths.reshape(rows * steps, dim)
     y = None if labels is None else labels.reshape(rows * steps, -1).to(paths.device)
-    images = generated_images(model, paths.reshape(rows * steps, dim), normalize, y)
-    return images.reshape(rows, steps, *model.image_shape).cpu()
+    chunks = [  # a thousand at a time: the network's activations stay small
+        generated_images(model, z[i : i + 1000], normalize, None if y is None else y[i : i + 1000]).cpu()
+        for i in range(0, len(z), 1000)
+    ]
+    return torch.cat(chunks).reshape(rows, steps, *model.image_shape)
 
 
 def to_pil(grid: torch.Tensor, scale: int = 1) -> Image.Image:
@@ -179,6 +184,30 @@ def save_gif(images: torch.Tensor, path: Path, frame_ms: int, scale: int) -> int
     frames += frames[-2:0:-1]  # back again, without repeating the two ends
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=frame_ms, loop=0)
     return len(frames)
+
+
+GIF_MAX_SIDE = 65535  # GIF stores a frame's width and height in 16 bits
+
+
+def check_sizes(num_rows: int, num_steps: int, image_shape: tuple[int, int, int], gif_scale: int) -> None:
+    """One line, before any work, where the grid or the GIF cannot be made: a GIF frame wider than GIF
+    allows, or images that need more than half this machine's free memory."""
+    channels, height, width = image_shape
+    frame_width = (num_rows * (width + 2) + 2) * gif_scale  # a frame shows every path side by side
+    most_rows = (GIF_MAX_SIDE // gif_scale - 2) // (width + 2)
+    require(
+        frame_width <= GIF_MAX_SIDE,
+        f"num_rows {num_rows} makes GIF frames {frame_width} pixels wide, more than GIF's {GIF_MAX_SIDE}: "
+        f"use num_rows {most_rows} or fewer, or a smaller gif_scale",
+    )
+    # float images, the grid and the GIF frames (at gif_scale**2 the pixels), about twice each while made
+    needed = 2 * num_rows * num_steps * channels * height * width * (4 + 4 + gif_scale**2)
+    free = available_memory()
+    require(
+        needed < free / 2,
+        f"num_rows x num_steps = {num_rows * num_steps} images need about {needed / 2**30:.1f} GiB, more than half "
+        f"the {free / 2**30:.1f} GiB free here: use fewer rows or steps",
+    )
 
 
 def run_interpolation(
@@ -207,10 +236,11 @@ def run_interpolation(
     model, dataset = load_trained(
         path, torch_device, GENERATORS, "interpolation", f"use the generator, {path.parent / 'generator.pt'}"
     )
+    check_sizes(num_rows, num_steps, model.image_shape, gif_scale)
     check_label(model, label)
     check_label(model, label_to, "label_to")
     require(label_to is None or label is not None, "label_to walks the class from label: set label too")
-    check_output_dir(str(folder))
+    make_output_dir(folder)
     is_vae = hasattr(model, "encode")
     own = None
     if is_vae:

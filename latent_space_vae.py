@@ -34,7 +34,7 @@ from sklearn.neighbors import KNeighborsClassifier  # noqa: E402
 from torch import nn  # noqa: E402
 
 from datasets import load_test_images, to_float  # noqa: E402
-from trainers.setup import check_output_dir  # noqa: E402
+from trainers.setup import make_output_dir  # noqa: E402
 from utils import (  # noqa: E402
     analysis_main,
     load_trained,
@@ -97,10 +97,11 @@ def separation(
     points: np.ndarray, labels: np.ndarray, neighbors: int, folds: int, silhouette_samples: int, seed: int
 ) -> dict[str, float | None]:
     """Cross-validated k-NN accuracy and silhouette score of the labels in these coordinates
-    (None where there are too few images or classes for them)."""
+    (None where there are too few images or classes for them), with the k and folds they used: the
+    folds at most the rarest class's count, k at most a fold's training images."""
     counts = np.bincount(labels)
     counts = counts[counts > 0]
-    result: dict[str, float | None] = {"knn_accuracy": None, "silhouette": None}
+    result: dict[str, float | None] = {"knn_accuracy": None, "silhouette": None, "neighbors": None, "folds": None}
     if len(counts) < 2:
         return result
     # Every fold needs each class in its training part: cap the folds by the rarest class.
@@ -110,7 +111,7 @@ def separation(
         k = max(1, min(neighbors, smallest_train))
         cv = StratifiedKFold(k_folds, shuffle=True, random_state=seed)
         scores = cross_val_score(KNeighborsClassifier(k), points, labels, cv=cv)
-        result["knn_accuracy"] = float(scores.mean())
+        result.update(knn_accuracy=float(scores.mean()), neighbors=k, folds=k_folds)
     sample = min(silhouette_samples, len(labels))
     if sample > len(counts):
         result["silhouette"] = float(silhouette_score(points, labels, sample_size=sample, random_state=seed))
@@ -160,7 +161,7 @@ def run_latent_map(
     vae, dataset = load_trained(
         path, torch_device, ("VAE",), "the latent map", "use vae.pt from main_vae.py's output_dir"
     )
-    check_output_dir(str(folder))
+    make_output_dir(folder)
 
     images, labels = load_test_images(dataset, vae.image_shape, root, max_samples=num_images)
     conditional = getattr(vae, "num_classes", None) is not None
@@ -176,7 +177,8 @@ def run_latent_map(
         "latent_dim": int(latents.shape[1]),
         "explained_variance_ratio": variance,
         "explained_variance_total": sum(variance) if variance else None,
-        "knn_neighbors": knn_neighbors,
+        "knn_neighbors": in_2d["neighbors"],  # what the accuracies used (at most the knn_neighbors asked for)
+        "knn_folds": in_2d["folds"],
         "knn_accuracy_2d": in_2d["knn_accuracy"],
         "knn_accuracy_latent": in_latent["knn_accuracy"],
         "silhouette_2d": in_2d["silhouette"],
@@ -187,19 +189,24 @@ def run_latent_map(
         return "n/a" if value is None else f"{value:.3f}"
 
     title = f"VAE latent means ({latents.shape[1]}-D) of {len(latents)} test images, {method.upper()}: "
-    title += f"{knn_neighbors}-NN accuracy {shown(in_2d['knn_accuracy'])} in 2D"
+    k, folds = in_2d["neighbors"] or knn_neighbors, in_2d["folds"] or knn_folds
+    title += f"{k}-NN accuracy {shown(in_2d['knn_accuracy'])} in 2D"
     if variance:
         title += f"\nexplained variance {variance[0]:.3f} + {variance[1]:.3f} = {sum(variance):.3f}"
     plot_map(points, labels_np, title, folder / "latents_space_2d.png")
     with open(folder / "latent_summary.json", "w") as f:
         json.dump(summary, f, indent=2)
 
+    if (k, folds) != (knn_neighbors, knn_folds) and in_2d["neighbors"] is not None:
+        print(
+            f"note: {len(latents)} images allow {k} neighbours in {folds} folds, not the {knn_neighbors} in "
+            f"{knn_folds} asked for: the accuracies below use {k} and {folds}"
+        )
     print(f"VAE latent space ({path}), {len(latents)} test images, {method}:")
     if variance:
         print(f"  explained variance ratio   {variance[0]:.3f} + {variance[1]:.3f} = {sum(variance):.3f}")
     print(
-        f"  {knn_neighbors}-NN accuracy ({knn_folds}-fold) 2D {shown(in_2d['knn_accuracy'])}, "
-        f"latent {shown(in_latent['knn_accuracy'])}"
+        f"  {k}-NN accuracy ({folds}-fold) 2D {shown(in_2d['knn_accuracy'])}, latent {shown(in_latent['knn_accuracy'])}"
     )
     print(f"  silhouette score           2D {shown(in_2d['silhouette'])}, latent {shown(in_latent['silhouette'])}")
     print(f"  written to {folder}: latents_space_2d.png, latent_summary.json")

@@ -11,6 +11,8 @@ import json
 import os
 import random
 import re
+import shutil
+import signal
 import sys
 import tempfile
 import types
@@ -139,7 +141,9 @@ def parse_overrides(
     `script`: the file that defines the dicts; --help then shows the comment beside each key.
     `declared`: for a dict name, the settings class (trainers/keys.py) of its consumer: every key it
     declares is an option too, with its declared help and default where the dict leaves it out."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False
+    )
     comments = key_comments(script) if script else {}
     owner: dict[str, str] = {}
     for dict_name, kwargs in dicts.items():
@@ -161,8 +165,18 @@ def parse_overrides(
                 type=lambda text, d=default: _parse_value(text, d),
                 help=f"{helps.get(key) or comments.get(key, '')} (default: {default!r})".lstrip(),
             )
-    args = vars(parser.parse_args(argv))
-    for key, value in args.items():
+    parsed, unknown = parser.parse_known_args(argv)
+    for word in unknown:  # --batch_size, --batch, --bach-size: one line, with the option meant
+        if word.startswith("-"):
+            options = ["--" + key.replace("_", "-") for key in owner]
+            name = "--" + word.lstrip("-").split("=")[0].replace("_", "-")
+            close = difflib.get_close_matches(name, options, n=1, cutoff=0.6)
+            prefixed = [option for option in options if option.startswith(name)]
+            hint = close[0] if close else (prefixed[0] if len(prefixed) == 1 else None)
+            raise UserError(f"unknown option {word}" + (f": did you mean {hint}?" if hint else ": --help lists them"))
+    if unknown:
+        raise UserError(f"unexpected argument {unknown[0]!r}: options take the form --key-name VALUE")
+    for key, value in vars(parsed).items():
         dicts[owner[key]][key] = value
 
 
@@ -213,28 +227,95 @@ def pick_device(name: str = "auto") -> torch.device:
     return device
 
 
+def available_memory() -> float:
+    """Bytes of memory free for new work (Linux's MemAvailable; elsewhere free pages, else unknown: inf)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return float("inf")
+
+
+SEED_RANGE = 2**32  # NumPy's: seeds are checked against it where they are read, before any work
+
+
 def seed_everything(seed: int) -> None:
+    require(
+        type(seed) is int and 0 <= seed < SEED_RANGE,
+        f"seed must be a whole number from 0 to 2**32 - 1 (NumPy's range), got {seed!r}",
+    )
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)  # also seeds every CUDA device
 
 
 @contextlib.contextmanager
-def atomic_file(path: str | Path, mode: str = "w") -> Iterator[IO]:
+def atomic_file(path: str | Path, mode: str = "w", staged: list | None = None) -> Iterator[IO]:
     """Open a file to write `path` with: a temp file beside it, fsynced and renamed over `path` when
-    the block ends without error. A crash never leaves a torn file: `path` is the old one or the new."""
+    the block ends without error. A crash never leaves a torn file: `path` is the old one or the new.
+    `staged`: append (temp, path) to it instead of renaming (`all_or_nothing` renames a set together).
+    A failed write (a full disk, a quota) is one line naming the file and the free space."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, mode, newline=None if "b" in mode else "") as f:  # "": csv writes its own line ends
             os.chmod(tmp, 0o666 & ~_umask())  # as open() would make it: mkstemp's 0600 hides it from colleagues
             yield f
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if staged is None:
+            os.replace(tmp, path)
+        else:
+            staged.append((tmp, path))
+    except BaseException as error:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        # torch.save reports a failed write as a RuntimeError from its zip writer
+        if isinstance(error, OSError) or (isinstance(error, RuntimeError) and "PytorchStreamWriter" in str(error)):
+            raise UserError(write_failure(path, error)) from None
         raise
+
+
+def write_failure(path: Path, error: BaseException) -> str:
+    reason = getattr(error, "strerror", None) or str(error).strip().splitlines()[-1][:120]
+    try:
+        free = f"{shutil.disk_usage(path.parent).free / 2**20:.1f} MiB free there"
+    except OSError:
+        free = "free space unknown"
+    return f"cannot write '{path}' ({reason}; {free}): free some space or choose another output_dir"
+
+
+@contextlib.contextmanager
+def all_or_nothing() -> Iterator[list]:
+    """Write several files as one: pass the list this yields as `staged` to atomic_file, atomic_save or
+    save_model; when the block ends without error every file replaces its target (SIGINT and SIGTERM wait
+    for the renames), else none does and the earlier files stay as they were."""
+    staged: list[tuple[str, Path]] = []
+    try:
+        yield staged
+    except BaseException:
+        for tmp, _ in staged:
+            Path(tmp).unlink(missing_ok=True)
+        raise
+    blocked = {signal.SIGINT, signal.SIGTERM}
+    mask = getattr(signal, "pthread_sigmask", None)  # not on Windows
+    if mask is not None:
+        mask(signal.SIG_BLOCK, blocked)
+    try:
+        for tmp, path in staged:
+            os.replace(tmp, path)
+    finally:
+        for tmp, _ in staged:
+            Path(tmp).unlink(missing_ok=True)  # left only where a rename failed
+        if mask is not None:
+            mask(signal.SIG_UNBLOCK, blocked)
 
 
 def _umask() -> int:
@@ -243,24 +324,25 @@ def _umask() -> int:
     return mask
 
 
-def atomic_save(obj: Any, path: str | Path) -> None:
+def atomic_save(obj: Any, path: str | Path, staged: list | None = None) -> None:
     """torch.save that never leaves a torn file (`atomic_file`)."""
-    with atomic_file(path, "wb") as f:
+    with atomic_file(path, "wb", staged) as f:
         torch.save(obj, f)
 
 
-def write_json(data: Any, path: str | Path) -> None:
-    with atomic_file(path) as f:
+def write_json(data: Any, path: str | Path, staged: list | None = None) -> None:
+    with atomic_file(path, "w", staged) as f:
         f.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
 # ---------------------------------------------------------------------------- self-describing weights
 
 
-def save_model(model: nn.Module, path: str | Path, **meta: Any) -> None:
+def save_model(model: nn.Module, path: str | Path, staged: list | None = None, **meta: Any) -> None:
     """Save weights with what rebuilds them: the model's class name and constructor kwargs."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    atomic_save({"kind": type(model).__name__, "kwargs": model.config, "state_dict": state, "meta": meta}, path)
+    record = {"kind": type(model).__name__, "kwargs": model.config, "state_dict": state, "meta": meta}
+    atomic_save(record, path, staged)
 
 
 def read_checkpoint(path: str | Path, what: str = "weights file") -> dict:

@@ -395,3 +395,22 @@ def test_latent_map_wrong_inputs(gan_dir: Path, vae_path: Path, corrupt_file: Pa
     for argv, message in cases:
         with pytest.raises(UserError, match=message):
             latent_map.main([*argv, *out])
+
+
+def test_analysis_sizes_that_cannot_fit_are_one_line_before_any_work(gan_dir: Path, tmp_path: Path) -> None:
+    weights = ["--weights-path", str(gan_dir / "generator.pt"), "--output-dir", str(tmp_path / "out")]
+    with pytest.raises(UserError, match=r"num_rows 100000 makes GIF frames \d+ pixels wide, more than GIF's 65535"):
+        interpolation.main([*weights, "--num-rows", "100000"])
+    with pytest.raises(UserError, match=r"num_rows x num_steps = \d+ images need about [\d.]+ GiB, more than half"):
+        interpolation.main([*weights, "--num-rows", "700", "--num-steps", "10000000"])
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_latent_map_reports_the_neighbours_and_folds_it_used(vae_path: Path, tmp_path: Path, capsys) -> None:
+    argv = ["--weights-path", str(vae_path), "--output-dir", str(tmp_path), "--device", DEVICE, "--num-images", "40"]
+    latent_map.main([*argv, "--knn-neighbors", "1000", "--knn-folds", "10000"])
+    summary = json.loads((tmp_path / "latent_summary.json").read_text())
+    assert summary["knn_neighbors"] < 1000 and 2 <= summary["knn_folds"] <= 4  # 40 images, 10 digits: 4 of each
+    out = capsys.readouterr().out
+    assert f"allow {summary['knn_neighbors']} neighbours in {summary['knn_folds']} folds, not the 1000" in out
+    assert f"{summary['knn_neighbors']}-NN accuracy" in out and "1000-NN" not in out

@@ -14,7 +14,7 @@ import main_gan
 import main_vae
 from helpers import GAN_COLUMNS, VAE_COLUMNS, Tiny, cli_args, read_csv, run_main_in_process, run_script
 from trainers import GANTrainer, VAETrainer
-from utils import UserError, check_kwargs, key_comments, load_model, parse_overrides
+from utils import UserError, check_kwargs, key_comments, load_model, parse_overrides, run_cli
 
 SCRIPTS = {"main_gan.py": main_gan, "main_dcgan.py": main_dcgan, "main_vae.py": main_vae}
 
@@ -171,7 +171,7 @@ def test_overrides_are_parsed_by_the_default_type() -> None:
 @pytest.mark.parametrize("argv", [["--shuffle", "maybe"], ["--bogus-key", "1"], ["--batch-size"]])
 def test_malformed_flags_exit_2(argv: list[str], capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as info:
-        _parse(argv)
+        run_cli(_parse, argv)
     assert info.value.code == 2
     assert "error:" in capsys.readouterr().err
 

@@ -24,11 +24,14 @@ from tqdm import tqdm  # noqa: E402
 
 from datasets import RESUMABLE_DATASET_KEYS, Loader, make_loader  # noqa: E402
 from trainers import distributed  # noqa: E402
-from trainers.keys import POSITIVE, Settings, at_least, fraction, key, one_of  # noqa: E402
+from trainers.keys import POSITIVE, Rule, Settings, at_least, fraction, key, one_of  # noqa: E402
 from trainers.metrics import FEATURES, GeneratorEvaluator, check_metrics_features, make_generator_evaluator  # noqa: E402
 from trainers.needs import Needs  # noqa: E402
+from trainers.run_files import RUN_FILES, FolderLock, clear_run_files, remove_stale_temps  # noqa: E402
 from utils import (  # noqa: E402
+    SEED_RANGE,
     UserError,
+    all_or_nothing,
     atomic_file,
     atomic_save,
     keyword_defaults,
@@ -49,7 +52,9 @@ class EngineSettings(Settings):
 
     num_epochs: int = key(200, "epochs to train; a finished run continues to a larger value", POSITIVE, resumable=True)
     output_dir: str = key("runs", "the folder every file of the run goes to", resumable=True)
-    seed: int = key(0, "seeds the weights, the data order and the noise")
+    seed: int = key(
+        0, "seeds the weights, the data order and the noise", Rule(lambda v: 0 <= v < SEED_RANGE, "from 0 to 2**32 - 1")
+    )
     device: str = key("auto", "cuda, then mps, then cpu; or a torch device name", resumable=True)
     sample_every: int = key(
         10, "epochs between sample grids (the first and last are always drawn)", POSITIVE, resumable=True
@@ -77,6 +82,9 @@ class EngineSettings(Settings):
     tensorboard: bool = key(
         False, "also log losses, metrics and grids to output_dir/tensorboard (pip install tensorboard)", resumable=True
     )
+    resume_with_new_data: bool = key(
+        False, "resume on a data set other than the checkpoint's (to fine-tune); else that is refused", resumable=True
+    )
     lr_schedule: str = key(
         "none", "the learning rates over the run: none, or linear or cosine decay", one_of(*LR_SCHEDULES)
     )
@@ -95,6 +103,14 @@ PLOT_EVERY_SECONDS = 30.0
 
 class NonFiniteLoss(Exception):
     pass
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM where the run stops at once (a second signal, or one during the end of an epoch)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
 
 
 def check_tensorboard() -> None:
@@ -182,10 +198,21 @@ class Trainer:
         self.seconds = 0.0  # training time of the current epoch
         self.last_plot = -math.inf  # time.monotonic() of the last loss-curve drawing
         self.stop_signal: int | None = None
+        self.writing_outputs = False  # the end-of-epoch outputs are being written: a signal stops at once
+        self.outputs_pending = False  # the last saved epoch's outputs are not all written yet
+        self.saved_epoch = 0  # the epoch checkpoint.pt holds
+        self.replaces_earlier_run = False  # resume=False: clear the folder's earlier run at the first save
+        self.data_fingerprint = loader.fingerprint()  # resume compares it with the checkpoint's
         self.stopping = False  # in a distributed run: every rank agreed to stop after a signal
         self.world_size = distributed.world_size()
         if self.world_size > 1:
             loader.shard(distributed.rank(), self.world_size)
+        batchnorm = [n for n, m in models.items() if any(isinstance(x, nn.BatchNorm1d) for x in m.modules())]
+        require(
+            loader.batch_size > 1 or not batchnorm,
+            f"batch_size 1 cannot train the {batchnorm[0] if batchnorm else ''}'s BatchNorm, which needs two or more "
+            "images a batch: use batch_size 2 or more (or a model without BatchNorm, e.g. generator_batchnorm False)",
+        )
         self.fixed_noise: torch.Tensor | None = None  # latents of the sample grids, set by subclasses
         self.run_step: Callable[[torch.Tensor], dict] = self.train_step  # or its CUDA graph (trainers/speed.py)
         self.base_lrs = [[group["lr"] for group in opt.param_groups] for opt in optimizers.values()]
@@ -300,12 +327,23 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
 
     def fit(self) -> list[dict]:
-        self._resume()
-        if self.epoch >= self.num_epochs:
-            print(f"{self.output_dir}: already trained {self.epoch} of num_epochs={self.num_epochs}; nothing to do")
-            return self.history
+        """Train to num_epochs, resuming where a checkpoint left off. The process owns output_dir meanwhile
+        (a second run there stops with one line), and SIGINT or SIGTERM at any moment stops it with one line,
+        the last finished epoch (or the interrupted one's steps) saved."""
+        lock = FolderLock(self.output_dir) if distributed.is_main() else None
+        if lock is not None:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            lock.acquire()
+            remove_stale_temps(self.output_dir)
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
+            self._resume()
+            if self.outputs_pending and distributed.is_main():  # a saved epoch whose outputs were cut short
+                self._export_models(self.epoch)
+                self._write_outputs(self.epoch)
+            if self.epoch >= self.num_epochs:
+                print(f"{self.output_dir}: already trained {self.epoch} of num_epochs={self.num_epochs}; nothing to do")
+                return self.history
             for epoch in range(self.epoch + 1, self.num_epochs + 1):
                 self._train_epoch(epoch)
                 if self.stopping or (self.world_size == 1 and self.stop_signal is not None):
@@ -321,6 +359,8 @@ class Trainer:
                     sys.exit(128 + signum)
                 self.on_epoch_end(epoch)
                 self._end_epoch(epoch)
+                if self.world_size == 1 and self.stop_signal is not None:  # came during the end of the epoch
+                    raise Interrupted(self.stop_signal)
             if self.best is not None and distributed.is_main():
                 best = self.best
                 print(
@@ -336,26 +376,43 @@ class Trainer:
             raise UserError(
                 f"{error}; {kept} in {self.output_dir}: lower the learning rate or check the data"
             ) from None
+        except Interrupted as stop:
+            kept = (
+                f"the checkpoint of epoch {self.saved_epoch} is kept" if self.saved_epoch else "no epoch had finished"
+            )
+            later = " (a rerun first finishes that epoch's metrics, grids and logs)" if self.outputs_pending else ""
+            print(
+                f"\n{signal.Signals(stop.signum).name}: stopped; {kept} in {self.checkpoint_path}{later}. "
+                "Run the same command again to resume.",
+                file=sys.stderr,
+            )
+            sys.exit(128 + stop.signum)
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
             if self._writer is not None:
                 self._writer.close()
                 self._writer = None
+            if lock is not None:
+                lock.release()
         return self.history
 
     def _on_signal(self, signum: int, frame: object) -> None:
-        # A second Ctrl-C stops at once; not under torchrun, which passes on the Ctrl-C that its
-        # processes got from the terminal already (and kills them itself 30 s after its own signal).
-        if self.stop_signal is not None and self.world_size == 1:
-            raise KeyboardInterrupt
+        # The first signal stops after the current step, which is then saved. A second one, or one while
+        # the epoch's optional outputs are written (its checkpoint is already saved), stops at once. Not
+        # under torchrun, which passes on the Ctrl-C its processes got from the terminal already (and
+        # kills them itself 30 s after its own signal).
+        if self.world_size == 1 and (self.stop_signal is not None or self.writing_outputs):
+            raise Interrupted(signum)
         self.stop_signal = signum
 
     def _train_epoch(self, epoch: int) -> None:
         for model in self.models.values():
             model.train()
         steps = len(self.loader)
-        sums: dict[str, torch.Tensor] = {}  # kept on the device: no host sync per step
+        # Kept on the device (no host sync per step); a resumed epoch goes on from its saved float32 sums, so its
+        # means are the ones an uninterrupted epoch gets.
+        sums = {name: torch.tensor(value, device=self.device) for name, value in self.partial_sums.items()}
         point_sums: dict[str, torch.Tensor] = {}
         point_steps, point_every = 0, max(1, steps // 20)
         began = time.perf_counter()
@@ -395,8 +452,7 @@ class Trainer:
         bar.close()
         if self.world_size > 1:  # mean over the ranks: losses.csv and checkpoints hold all the data's losses
             sums = distributed.mean_over_ranks(sums)
-        for name, value in sums.items():
-            self.partial_sums[name] = self.partial_sums.get(name, 0.0) + float(value)
+        self.partial_sums = {name: float(value) for name, value in sums.items()}
         self._check_finite(self.partial_sums, epoch)
         self.seconds += time.perf_counter() - began
 
@@ -413,31 +469,52 @@ class Trainer:
             row = {"epoch": epoch, **means, **self.evaluate(), "seconds": round(self.seconds, 2)}
             self._check_finite(row, epoch)
             self.history.append(row)
-            if epoch == self.num_epochs or (self.eval_every and epoch % self.eval_every == 0):
-                self._record_metrics(epoch)
         self.epoch, self.step, self.partial_sums, self.seconds = epoch, 0, {}, 0.0
         if main:
+            # The finished epoch first (weights and checkpoint, all or none), then what may be cut short.
+            self.outputs_pending = True
+            with all_or_nothing() as staged:
+                self._save_checkpoint(staged)
+                self._export_models(epoch, staged)
+            summary = ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch")
+            print(f"epoch {epoch}/{self.num_epochs}: {summary}")
+            self._write_outputs(epoch)
+        distributed.barrier()
+
+    def _export_models(self, epoch: int, staged: list | None = None) -> None:
+        for name, model in self.exported_models().items():
+            dataset = self.config.get("dataset", {})
+            save_model(model, self.output_dir / f"{name}.pt", staged, epoch=epoch, dataset=dataset)
+
+    def _write_outputs(self, epoch: int) -> None:
+        """What follows from a saved epoch: the metrics when due, the sample grids, losses.csv, the loss
+        curve and TensorBoard. A signal here stops at once; a resumed run writes them first."""
+        if self.world_size == 1 and self.stop_signal is not None:  # came while the epoch was being saved
+            raise Interrupted(self.stop_signal)
+        self.writing_outputs = True
+        try:
+            due = epoch == self.num_epochs or (self.eval_every and epoch % self.eval_every == 0)
+            measured = due and not any(row["epoch"] == epoch for row in self.metrics) and self._record_metrics(epoch)
             grids = epoch == 1 or epoch % self.sample_every == 0 or epoch == self.num_epochs
             if grids:
                 self.save_samples(epoch)
             self._write_logs(final=epoch == self.num_epochs)
             if self.tensorboard:
-                self._write_tensorboard(epoch, row, grids)
-            for name, model in self.exported_models().items():
-                save_model(model, self.output_dir / f"{name}.pt", epoch=epoch, dataset=self.config.get("dataset", {}))
-            self._save_checkpoint()
-            summary = ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch")
-            print(f"epoch {epoch}/{self.num_epochs}: {summary}")
-        distributed.barrier()
+                self._write_tensorboard(epoch, self.history[-1], grids)
+            self.outputs_pending = False
+            if measured:  # the checkpoint keeps the metrics and the best epoch too
+                self._save_checkpoint()
+        finally:
+            self.writing_outputs = False
 
-    def _record_metrics(self, epoch: int) -> None:
+    def _record_metrics(self, epoch: int) -> bool:
         began = time.perf_counter()
         # Forked RNG: building the classifier and sampling must not shift training's random stream,
         # or a resumed run would no longer equal an uninterrupted one.
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             metrics = self.compute_metrics()
         if not metrics:
-            return
+            return False
         self.metrics.append({"epoch": epoch, **metrics, "seconds": round(time.perf_counter() - began, 2)})
         names = list(dict.fromkeys(k for row in self.metrics for k in row))
         with atomic_file(self.output_dir / "metrics.csv") as f:
@@ -457,6 +534,7 @@ class Trainer:
         write_json(summary, self.output_dir / "metrics.json")
         shown = {k: v for k, v in metrics.items() if not k.startswith("class_accuracy_")}  # per class: in the files
         print(f"metrics after epoch {epoch}: " + ", ".join(f"{k} {v:.4g}" for k, v in shown.items()))
+        return True
 
     def _keep_best(self, epoch: int, metrics: dict[str, float]) -> None:
         """Write {model}_best.pt when this evaluation's `best_by` metric is the lowest so far (a long GAN run
@@ -573,12 +651,21 @@ class Trainer:
         )
         random.setstate(state["python"])
 
-    def _save_checkpoint(self) -> None:
+    def _save_checkpoint(self, staged: list | None = None) -> None:
+        """checkpoint.pt and config.json; `staged`: as part of a set of files written together."""
+        if self.replaces_earlier_run:
+            self.replaces_earlier_run = False
+            removed = clear_run_files(self.output_dir)
+            if removed:
+                print(f"resume=False: removed {removed} files of the earlier run in {self.output_dir}")
         atomic_save(
             {
                 "config": self.config,
                 "epoch": self.epoch,
                 "step": self.step,
+                "outputs_pending": self.outputs_pending,
+                "world_size": self.world_size,
+                "data": self.data_fingerprint,
                 "partial_sums": self.partial_sums,
                 "seconds": self.seconds,
                 "models": {name: m.state_dict() for name, m in self.models.items()},
@@ -592,17 +679,30 @@ class Trainer:
                 "extra": self.extra_state(),
             },
             self.checkpoint_path,
+            staged,
         )
-        write_json(self.config, self.output_dir / "config.json")
+        write_json(self.config, self.output_dir / "config.json", staged)
+        if self.step == 0:
+            self.saved_epoch = self.epoch
 
     def _resume(self) -> None:
-        if self.resume is False:
+        """Continue from the checkpoint, or start in a folder that holds no other run's files."""
+        main = distributed.is_main()
+        if self.resume is False:  # an earlier run's files go when this run saves its first checkpoint
+            self.replaces_earlier_run = main
             return
         path = self.checkpoint_path if self.resume in (True, "auto") else Path(self.resume)
         if not path.exists():
             require(
                 self.resume in (True, "auto"),
                 f"resume checkpoint '{path}' not found: fix the path or set resume to 'auto' or False",
+            )
+            others = sorted({p.name for pattern in RUN_FILES for p in self.output_dir.glob(pattern)}) if main else []
+            require(
+                not others,
+                f"output_dir '{self.output_dir}' holds another run's files ({', '.join(others[:3])}"
+                f"{', ...' if len(others) > 3 else ''}) but no checkpoint.pt to resume from: choose another "
+                "output_dir, or set resume False to replace them",
             )
             return
         checkpoint = read_checkpoint(path, "checkpoint")
@@ -611,6 +711,13 @@ class Trainer:
             f"'{path}' is not a training checkpoint of this repository",
         )
         self._check_same_run(checkpoint["config"], path)
+        self._check_same_data(checkpoint.get("data"), path)
+        saved_world = checkpoint.get("world_size", 1)
+        if saved_world != self.world_size:
+            print(
+                f"note: {path} was trained by {saved_world} process(es), this run has {self.world_size}: the effective "
+                f"batch is now {self.world_size} x batch_size, and an epoch {len(self.loader)} steps"
+            )
         for name, model in self.models.items():
             load_state(model, checkpoint["models"][name], path)
         for name, optimizer in self.optimizers.items():
@@ -622,12 +729,28 @@ class Trainer:
         self.best = checkpoint.get("best")
         self._set_rng_state(checkpoint["rng"])  # rank 0's, in a distributed run
         if distributed.rank() > 0:  # a stream of its own, drawn from where the run stopped
-            seed_everything(hash((self.seed, distributed.rank(), self.epoch, self.step)) % 2**63)
+            seed_everything(hash((self.seed, distributed.rank(), self.epoch, self.step)) % SEED_RANGE)
         if checkpoint.get("fixed_noise") is not None:
             self.fixed_noise = checkpoint["fixed_noise"].to(self.device)
         self.load_extra_state(checkpoint.get("extra", {}))
+        self.outputs_pending = checkpoint.get("outputs_pending", False) and self.step == 0
+        self.saved_epoch = self.epoch
         where = f"epoch {self.epoch}" + (f", step {self.step}" if self.step else "")
         print(f"resuming from {path} ({where}); resume=False starts over")
+
+    def _check_same_data(self, saved: dict | None, path: Path) -> None:
+        """The checkpoint's data set is this run's (its size, labels and a sample of its images), unless
+        resume_with_new_data asks to continue on other data (to fine-tune on new pictures)."""
+        if saved is None or saved == self.data_fingerprint:  # (older checkpoints have no fingerprint)
+            return
+        new = self.data_fingerprint
+        change = f"{saved['images']} images (fingerprint {saved['hash']}), now {new['images']} ({new['hash']})"
+        require(
+            self.settings.resume_with_new_data,
+            f"'{path}' was trained on other data: {change}; set resume_with_new_data True to continue on these "
+            "(e.g. to fine-tune), or use another output_dir",
+        )
+        print(f"note: resuming on other data ({change}), as resume_with_new_data asks")
 
     def _key_defaults(self, section: str) -> dict:
         """The keyword defaults behind one section of the config (trainer, dataset or a model's kwargs)."""

@@ -11,19 +11,40 @@ from torch import nn
 
 from datasets import as_class_list, count_classes, make_loader
 from trainers import distributed
-from utils import UserError, check_kwargs, keyword_defaults, pick_device, require, seed_everything, unknown_key
+from utils import (
+    SEED_RANGE,
+    UserError,
+    available_memory,
+    check_kwargs,
+    keyword_defaults,
+    pick_device,
+    require,
+    seed_everything,
+    unknown_key,
+)
 
 
 def check_output_dir(path: str) -> None:
+    """output_dir can be made and written, checked without making it: a run refused later leaves nothing."""
     folder = Path(path)
     require(str(path) != "", "output_dir is empty: name a folder for the results")
-    require(not folder.exists() or folder.is_dir(), f"output_dir '{folder}' is a file: choose a folder")
+    for part in folder.parts:  # a name the file system would refuse
+        require(len(part.encode()) <= 255, f"output_dir has a name of {len(part.encode())} bytes: use at most 255")
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
+        require(not folder.exists() or folder.is_dir(), f"output_dir '{folder}' is a file: choose a folder")
+        existing = next(p for p in (folder, *folder.parents) if p.exists())
+        require(existing.is_dir(), f"cannot write to output_dir '{folder}': '{existing}' is a file; choose a folder")
+        with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as error:
         raise UserError(f"cannot write to output_dir '{folder}' ({error.strerror}): choose a writable folder") from None
+
+
+def make_output_dir(path: str | Path) -> Path:
+    """check_output_dir, then the folder made: for the analysis scripts, which write at once."""
+    check_output_dir(str(path))
+    Path(path).mkdir(parents=True, exist_ok=True)
+    return Path(path)
 
 
 def check_positive(kwargs: dict, keys: list[str], dict_name: str) -> None:
@@ -49,9 +70,18 @@ def build_models(
         sizes = [k for k, v in kwargs.items() if type(v) is int and not k.endswith("_layers")]
         check_positive(kwargs, sizes, dict_name)
         try:
-            models[name] = cls(**kwargs)
+            with torch.device("meta"):  # sizes only, no memory: a network that cannot fit is refused first
+                probe = cls(**kwargs)
         except ValueError as error:
             raise UserError(f"{dict_name}: {error}") from None
+        training_bytes = 16 * sum(p.numel() for p in probe.parameters())  # weights, gradients, Adam's two moments
+        free = available_memory()
+        require(
+            training_bytes < free,
+            f"{dict_name} ask for a {cls.__name__} that needs about {training_bytes / 2**30:.1f} GiB to train, more "
+            f"than the {free / 2**30:.1f} GiB free here: use smaller sizes",
+        )
+        models[name] = cls(**kwargs)
     return models
 
 
@@ -81,7 +111,7 @@ def prepare_run(
     check_labels(model_kwargs.get("num_classes"), dataset, model_dict_name)
     device = distributed.start(device)
     if distributed.rank() > 0:  # rank 0 keeps the stream of a one-process run
-        seed_everything(trainer["seed"] + 1_000_003 * distributed.rank())
+        seed_everything((trainer["seed"] + 1_000_003 * distributed.rank()) % SEED_RANGE)
     return models, dataset, trainer, device
 
 

@@ -79,6 +79,11 @@ def choose_num_threads(num_threads: int | str, device: torch.device) -> int:
     one (19.8 vs 3.8 ms); with both cores free, two were faster (2.8 vs 3.3 ms)."""
     check_num_threads(num_threads)
     if num_threads != "auto":
+        if num_threads > len(usable_cores()):
+            print(
+                f"note: num_threads {num_threads} is more than the {len(usable_cores())} cores this process may use: "
+                "the threads wait for each other and the run is slower; 'auto' picks the free cores"
+            )
         return num_threads
     if device.type != "cpu" or os.environ.get("OMP_NUM_THREADS"):
         return torch.get_num_threads()
