@@ -10,13 +10,20 @@ from pathlib import Path
 from helpers import REPO
 
 
+def _load(name: str, monkeypatch=None) -> types.ModuleType:
+    """benchmarks/<name>.py as a module (its folder is not a package the tests import from)."""
+    spec = importlib.util.spec_from_file_location(f"{name}_benchmark", REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    if monkeypatch is not None:  # as `import` would: dataclasses look the module up
+        monkeypatch.setitem(sys.modules, spec.name, module)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_speed_benchmark_prints_its_tables(
     mnist: types.SimpleNamespace, image_folder: Path, capsys, monkeypatch
 ) -> None:
-    spec = importlib.util.spec_from_file_location("speed_benchmark", REPO / "benchmarks" / "speed.py")
-    benchmark = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, benchmark)  # as `import` would: dataclasses look it up
-    spec.loader.exec_module(benchmark)
+    benchmark = _load("speed", monkeypatch)
     benchmark.main(
         ["--root", str(mnist.root), "--cifar-root", str(image_folder), "--models", "gan,vae,dcgan", "--repeats", "1"]
         + ["--seconds", "0.001", "--batch-sizes", "16", "--no-amp", "--threads", "1"]
@@ -34,9 +41,7 @@ def test_speed_benchmark_prints_its_tables(
 def test_oneclass_benchmark_trains_each_class_and_prints_its_auroc_table(
     mnist: types.SimpleNamespace, tmp_path: Path, capsys
 ) -> None:
-    spec = importlib.util.spec_from_file_location("oneclass_benchmark", REPO / "benchmarks" / "oneclass.py")
-    benchmark = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(benchmark)
+    benchmark = _load("oneclass")
     argv = ["--root", str(mnist.root), "--datasets", "mnist", "--classes", "0,3", "--epochs", "1"]
     results = benchmark.main([*argv, "--output-dir", str(tmp_path), "--device", "cpu"])
     assert set(results["mnist"]) == {"0", "3"}
@@ -49,3 +54,19 @@ def test_oneclass_benchmark_trains_each_class_and_prints_its_auroc_table(
     # Each class is the user's flow: a VAE trained on that digit only, then the detection script's files.
     assert (tmp_path / "mnist" / "3" / "vae.pt").is_file()
     assert (tmp_path / "mnist" / "3" / "nll" / "anomaly_summary.json").is_file()
+
+
+def test_small_data_benchmark_trains_each_augment_and_prints_its_table(
+    mnist: types.SimpleNamespace, tmp_path: Path, capsys
+) -> None:
+    benchmark = _load("small_data")
+    argv = ["--root", str(mnist.root), "--runs", "gan_1000", "--epochs", "2", "--eval-every", "1", "--threads", "1"]
+    benchmark.main([*argv, "--augments", "none,ada,diffaugment:translation+flip", "--output-dir", str(tmp_path)])
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| gan_1000")]
+    assert len(rows) == 6 and "| diffaugment:translation+flip |" in out  # each run as it ends, then the table
+    config = (tmp_path / "gan_1000_diffaugment_translation_flip" / "config.json").read_text()
+    assert '"augment_policy": "translation,flip"' in config
+    assert (tmp_path / "gan_1000_fd.png").is_file() and (tmp_path / "small_data.md").read_text().count(
+        "| gan_1000"
+    ) == 3
