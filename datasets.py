@@ -18,23 +18,30 @@ import io
 import math
 import os
 import struct
+import types
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-import torchvision
 from PIL import Image
-from torchvision import transforms
 
 from utils import UserError, require
 
-BUILTIN = {
-    "mnist": torchvision.datasets.MNIST,
-    "fashion_mnist": torchvision.datasets.FashionMNIST,
-    "cifar10": torchvision.datasets.CIFAR10,
+# The built-in data sets: torchvision's classes (imported when one is used: torchvision takes seconds to import).
+BUILTIN = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "cifar10": "CIFAR10"}
+# MNIST's and Fashion-MNIST's files, read here without torchvision where they are there, and their class names.
+IDX_FILES = {
+    True: ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    False: ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
+IDX_CLASSES = {
+    "mnist": [f"{i} - {w}" for i, w in enumerate("zero one two three four five six seven eight nine".split())],
+    "fashion_mnist": [
+        "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"
+    ],
+}  # fmt: skip
 DATASET_TYPES = (*BUILTIN, "image_folder")
 IN_MEMORY_LIMIT = 2 * 2**30  # bytes of decoded uint8 images that in_memory="auto" holds at most
 
@@ -97,6 +104,28 @@ def load_test_images(
     )
 
 
+def source_files(dataset_type: str, root: str, train: bool = True) -> list[Path]:
+    """The files a split is read from (empty where they are not on disk yet): to tell, without decoding
+    anything, whether two reads see the same data."""
+    if dataset_type == "image_folder":
+        folder = Path(root) if train else held_out_folder(root) or Path(root)
+        return find_images(folder)[0] if folder.is_dir() else []
+    if dataset_type == "cifar10":
+        folder = Path(root) / "cifar-10-batches-py"
+        return sorted(folder.glob("data_batch_*" if train else "test_batch"))
+    files = [Path(root) / BUILTIN[dataset_type] / "raw" / name for name in IDX_FILES[train]]
+    return files if all(path.is_file() for path in files) else []
+
+
+def files_fingerprint(files: list[Path]) -> str:
+    """A hash of the files' paths, sizes and modification times."""
+    digest = hashlib.blake2b(digest_size=12)
+    for path in files:
+        status = path.stat()
+        digest.update(f"{path.resolve()}|{status.st_size}|{status.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
 def to_float(images: torch.Tensor, normalize: bool) -> torch.Tensor:
     """uint8 pixels -> floats in [-1, 1] if normalize (GANs, tanh output), else [0, 1] (VAE, BCE targets)."""
     scale, shift = (2 / 255, -1.0) if normalize else (1 / 255, 0.0)
@@ -119,12 +148,30 @@ def check_idx_file(path: Path) -> None:
     )
 
 
-def _open_builtin(dataset_type: str, root: str, train: bool) -> torchvision.datasets.VisionDataset:
-    dataset_class = BUILTIN[dataset_type]
-    raw = Path(root) / dataset_class.__name__ / "raw"
+def read_idx(path: Path) -> np.ndarray:
+    """An IDX file (MNIST's format) as a uint8 array of the shape its header gives."""
+    check_idx_file(path)
+    data = path.read_bytes()
+    dims = struct.unpack(f">{data[3]}I", data[4 : 4 + 4 * data[3]])
+    return np.frombuffer(data, np.uint8, offset=4 + 4 * data[3]).reshape(dims)
+
+
+def _open_builtin(dataset_type: str, root: str, train: bool) -> types.SimpleNamespace:
+    """The split's images (`data`), labels (`targets`) and class names (`classes`), as torchvision's data sets
+    give them: read from MNIST's files where they are there, else by torchvision, which downloads them."""
+    raw = Path(root) / BUILTIN[dataset_type] / "raw"
     if dataset_type != "cifar10" and raw.is_dir():
         for path in sorted(raw.glob("*-ubyte")):
             check_idx_file(path)
+        files = [raw / name for name in IDX_FILES[train]]
+        if all(path.is_file() for path in files):
+            images, labels = (read_idx(path) for path in files)
+            return types.SimpleNamespace(
+                data=torch.from_numpy(images.copy()), targets=labels.astype(np.int64), classes=IDX_CLASSES[dataset_type]
+            )
+    import torchvision.datasets
+
+    dataset_class = getattr(torchvision.datasets, BUILTIN[dataset_type])
     try:
         return dataset_class(root, train=train, download=False)
     except RuntimeError:
@@ -139,7 +186,7 @@ def _open_builtin(dataset_type: str, root: str, train: bool) -> torchvision.data
             with contextlib.suppress(OSError):
                 folder.rmdir()  # only if empty: a failed download leaves no folders behind
         reason = str(error).strip().splitlines()[-1][:120] if str(error).strip() else type(error).__name__
-        folder = Path(root) / ("cifar-10-batches-py" if dataset_type == "cifar10" else f"{dataset_class.__name__}/raw")
+        folder = Path(root) / ("cifar-10-batches-py" if dataset_type == "cifar10" else f"{BUILTIN[dataset_type]}/raw")
         raise UserError(
             f"{dataset_type} not found in '{folder}' and the download failed ({reason}); "
             f"download it with internet access, or set root (--root) to a folder that holds it"
@@ -294,8 +341,10 @@ def read_image(path: str | Path, image_shape: tuple[int, int, int]) -> torch.Ten
             image = Image.new("RGB", rgba.size, (255, 255, 255))
             image.paste(rgba, mask=rgba.getchannel("A"))
         image = image.convert("RGB" if channels == 3 else "L")
-    image = transforms.functional.resize(image, min(height, width), antialias=True)
-    return transforms.functional.pil_to_tensor(transforms.functional.center_crop(image, [height, width]))
+    from torchvision.transforms import functional  # imported when an image folder is read
+
+    image = functional.resize(image, min(height, width), antialias=True)
+    return functional.pil_to_tensor(functional.center_crop(image, [height, width]))
 
 
 def _to_8bit(image: Image.Image) -> Image.Image:

@@ -227,6 +227,16 @@ def pick_device(name: str = "auto") -> torch.device:
     return device
 
 
+def pyplot() -> types.ModuleType:
+    """matplotlib.pyplot, drawing to files only (no display), imported when a plot is first drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def available_memory() -> float:
     """Bytes of memory free for new work (Linux's MemAvailable; elsewhere free pages, else unknown: inf)."""
     try:

@@ -244,6 +244,34 @@ def evaluator(mnist: types.SimpleNamespace):
     return make_generator_evaluator({"dataset_type": "mnist", "root": str(mnist.root)}, (1, 28, 28))
 
 
+def test_real_features_are_computed_once_per_data_classifier_and_protocol(small_mnist: Path, monkeypatch) -> None:
+    """The second evaluator reads the real images' features from the cache without loading an image, and
+    scores a generator exactly as the first did; other classes, another image count or changed data files
+    are other cache entries."""
+    dataset = {"dataset_type": "mnist", "root": str(small_mnist)}
+    first = make_generator_evaluator(dataset, (1, 28, 28), classifier_max_samples=256)
+    cached = list((data_source(dataset).cache_dir / "real_features").glob("*.npz"))
+    assert len(cached) == 1
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the real images were loaded again")
+
+    with monkeypatch.context() as patch:
+        patch.setattr("trainers.metrics.load_real_test", no_loading)
+        second = make_generator_evaluator(dataset, (1, 28, 28), classifier_max_samples=256)
+    torch.manual_seed(0)
+    generator = FCGenerator(8, 16).eval()
+    sample = lambda z: (generator(z).view(-1, 1, 28, 28) + 1) / 2  # noqa: E731
+    assert first.evaluate_generator(sample, 8) == second.evaluate_generator(sample, 8)
+    assert np.array_equal(first.real_features, second.real_features) and first.protocol() == second.protocol()
+    make_generator_evaluator({**dataset, "classes": [1, 7]}, (1, 28, 28), classifier_max_samples=256)
+    make_generator_evaluator(dataset, (1, 28, 28), max_images=32, classifier_max_samples=256)
+    labels = small_mnist / "MNIST" / "raw" / "t10k-labels-idx1-ubyte"
+    labels.write_bytes(labels.read_bytes())  # the same bytes, written again: the files may have changed
+    make_generator_evaluator(dataset, (1, 28, 28), classifier_max_samples=256)
+    assert len(list((data_source(dataset).cache_dir / "real_features").glob("*.npz"))) == 4
+
+
 def test_classifier_learns_the_tiny_digits(evaluator) -> None:
     assert evaluator.record["test_accuracy"] >= 0.9
 

@@ -11,24 +11,21 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import matplotlib
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+from tqdm import tqdm
 
-matplotlib.use("Agg")  # write files only; never needs a display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
-from torch import nn  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from datasets import RESUMABLE_DATASET_KEYS, Loader, make_loader  # noqa: E402
-from trainers import distributed  # noqa: E402
-from trainers.keys import POSITIVE, Rule, Settings, at_least, fraction, key, one_of  # noqa: E402
-from trainers.metrics import FEATURES, GeneratorEvaluator, check_metrics_features, make_generator_evaluator  # noqa: E402
-from trainers.needs import Needs  # noqa: E402
-from trainers.run_files import RUN_FILES, FolderLock, clear_run_files, remove_stale_temps  # noqa: E402
-from utils import (  # noqa: E402
+from datasets import RESUMABLE_DATASET_KEYS, Loader, make_loader
+from trainers import distributed
+from trainers.keys import POSITIVE, Rule, Settings, at_least, fraction, key, one_of
+from trainers.metrics import FEATURES, GeneratorEvaluator, check_metrics_features, make_generator_evaluator
+from trainers.needs import Needs
+from trainers.run_files import RUN_FILES, FolderLock, clear_run_files, remove_stale_temps
+from utils import (
     SEED_RANGE,
     UserError,
     all_or_nothing,
@@ -36,6 +33,7 @@ from utils import (  # noqa: E402
     atomic_save,
     keyword_defaults,
     load_state,
+    pyplot,
     read_checkpoint,
     require,
     save_model,
@@ -93,6 +91,9 @@ class EngineSettings(Settings):
         0.0, "lr_schedule: the last step's learning rate, as a fraction of each lr", fraction(True)
     )
 
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 # In a distributed run the ranks agree whether to stop after a signal at least this often (in steps).
 STOP_CHECK_EVERY = 20
@@ -584,6 +585,7 @@ class Trainer:
     def _plot_curve(self) -> None:
         panels = [p for p in self.curve_panels if any(k in row for row in self.history for k in p)]
         count = len(panels) + bool(self.metrics)
+        plt = pyplot()
         fig, axes = plt.subplots(1, count, figsize=(5.5 * count, 4), squeeze=False)
         for ax, names in zip(axes[0], panels, strict=False):
             for name in names:
@@ -603,7 +605,7 @@ class Trainer:
             fig.savefig(f, format="png", dpi=100)
         plt.close(fig)
 
-    def _plot_metrics(self, ax: plt.Axes) -> None:
+    def _plot_metrics(self, ax: Axes) -> None:
         epochs = [row["epoch"] for row in self.metrics]
         left = next((k for k in self.metric_panel[0] if k in self.metrics[-1]), None)
         right = [k for k in self.metric_panel[1] if k in self.metrics[-1]]

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torchvision.utils import save_image
 
 from datasets import Loader, make_loader
 from trainers import distributed
@@ -204,6 +203,8 @@ class GANTrainer(Trainer):
         z, y, per_row = self.grid_inputs()
         images = generator(z, *y).view(-1, *generator.image_shape)
         generator.train()
+        from torchvision.utils import save_image  # imported when a grid is first drawn
+
         save_image(
             images,
             self.output_dir / f"generated_image_epoch_{epoch}.png",

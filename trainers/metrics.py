@@ -16,25 +16,25 @@ neither available offline nor meaningful for 28x28 digits):
   images inside the generated ones' (Kynkäänniemi et al. 2019): fidelity and coverage, in [0, 1];
 - class_accuracy (class-conditional models): the share of samples the in-domain classifier puts in
   the class they were drawn for, the mean over classes, and class_accuracy_<c> for each class c.
+
+torch-fidelity is imported when a metric is first computed (it imports torchvision: seconds).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
-from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_features_to_statistics, fid_statistics_to_metric
-from torch_fidelity.metric_isc import KEY_METRIC_ISC_MEAN, isc_features_to_metric
-from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, kid_features_to_metric
-from torch_fidelity.metric_prc import KEY_METRIC_PRECISION, KEY_METRIC_RECALL, prc_features_to_metric
 
-from datasets import convert, held_out_folder, load_images, to_float
+from datasets import convert, files_fingerprint, held_out_folder, load_images, source_files, to_float
 from models import SmallCNN
-from trainers.classifier import DataSource, Unsupported, data_source, get_classifier
-from utils import UserError, require
+from trainers.classifier import DataSource, Unsupported, data_source, default_cache_dir, get_classifier
+from utils import UserError, atomic_file, require
 
 GENERATOR_METRICS = ("frechet_distance", "kid", "classifier_score", "class_entropy_bits", "precision", "recall")
 INCEPTION_METRICS = ("fid", "kid", "inception_score", "precision", "recall")  # the same, in Inception features
@@ -48,6 +48,8 @@ MAX_IMAGES = 10_000  # real test images (and as many generated ones) per evaluat
 
 def frechet_distance(real: np.ndarray, fake: np.ndarray) -> float:
     """|mu_r - mu_f|^2 + Tr(S_r + S_f - 2 (S_r S_f)^1/2) between Gaussians fitted to two (N, D) feature sets."""
+    from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_features_to_statistics, fid_statistics_to_metric
+
     stats = [fid_features_to_statistics(torch.from_numpy(x).double()) for x in (real, fake)]
     return float(max(fid_statistics_to_metric(*stats, verbose=False)[KEY_METRIC_FID], 0.0))
 
@@ -56,6 +58,8 @@ def kernel_distance(
     real: np.ndarray, fake: np.ndarray, subsets: int = 100, subset_size: int = 1000, seed: int = 0
 ) -> float:
     """KID: unbiased MMD^2 with the kernel k(x, y) = (x.y / D + 1)^3, the mean over random subsets."""
+    from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, kid_features_to_metric
+
     size = min(subset_size, len(real), len(fake))
     if size < 2:
         raise ValueError("the kernel distance needs at least 2 samples of each set")
@@ -68,6 +72,8 @@ def kernel_distance(
 
 def classifier_score(logits: np.ndarray) -> float:
     """exp(mean KL(p(y|x) || p(y))) over the whole set (the Inception score without splits)."""
+    from torch_fidelity.metric_isc import KEY_METRIC_ISC_MEAN, isc_features_to_metric
+
     score = isc_features_to_metric(torch.from_numpy(logits).double(), splits=1, shuffle=False)
     return score[KEY_METRIC_ISC_MEAN]
 
@@ -82,6 +88,8 @@ def class_entropy_bits(logits: np.ndarray) -> float:
 def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[float, float]:
     """Improved precision and recall (Kynkäänniemi et al. 2019) with k-nearest-neighbour balls: the share of
     generated points inside the real points' balls, and of real points inside the generated ones'."""
+    from torch_fidelity.metric_prc import KEY_METRIC_PRECISION, KEY_METRIC_RECALL, prc_features_to_metric
+
     real_t, fake_t = torch.from_numpy(real).float(), torch.from_numpy(fake).float()
     out = prc_features_to_metric(fake_t, real_t, prc_neighborhood=k, verbose=False)  # input 1: generated
     return out[KEY_METRIC_PRECISION], out[KEY_METRIC_RECALL]
@@ -168,7 +176,7 @@ class GeneratorEvaluator:
     def __init__(
         self,
         classifier: SmallCNN | InceptionFeatures,
-        real_images: torch.Tensor,
+        real_images: torch.Tensor | Callable[[], tuple[torch.Tensor, torch.Tensor]],
         record: dict | None,
         device: torch.device | str = "cpu",
         seed: int = 0,
@@ -176,19 +184,31 @@ class GeneratorEvaluator:
         real_split: str = "test",
         real_labels: torch.Tensor | None = None,
         label_classifier: SmallCNN | None = None,
+        cache: Path | None = None,
     ) -> None:
-        """`real_images`: uint8 (N, C, H, W) at the generator's image shape; `record`: the classifier's.
-        A conditional generator draws for `real_labels`; `label_classifier` (the in-domain classifier,
-        also when the features are Inception's) says which class each sample shows."""
+        """`real_images`: uint8 (N, C, H, W) at the generator's image shape, or a function that loads them and
+        their labels; `record`: the classifier's. A conditional generator draws for `real_labels`;
+        `label_classifier` (the in-domain classifier, also when the features are Inception's) says which class
+        each sample shows. `cache`: a file for the real images' features (`real_feature_cache`), read where it
+        is there (the images are then not even loaded) and written where it is not."""
         self.classifier, self.record, self.real_split = classifier.to(device).eval(), record, real_split
-        self.real_labels = None if real_labels is None else real_labels.cpu()
         self.label_classifier = None if label_classifier is None else label_classifier.to(device).eval()
         self.scored_classes = False  # class_accuracy measured (a conditional generator)
         self.inception = isinstance(classifier, InceptionFeatures)
         self.device, self.seed, self.batch_size = torch.device(device), seed, batch_size
-        self.num_images, self.image_shape = len(real_images), tuple(real_images.shape[1:])
-        batches = (to_float(real_images[i : i + batch_size], False) for i in range(0, len(real_images), batch_size))
-        self.real_features, self.real_logits = self.embed(batches)
+        cached = _read_real_features(cache)
+        if cached is None:
+            if callable(real_images):
+                real_images, real_labels = real_images()
+            batches = (to_float(real_images[i : i + batch_size], False) for i in range(0, len(real_images), batch_size))
+            features, logits = self.embed(batches)
+            labels = np.zeros(0, np.int64) if real_labels is None else real_labels.cpu().numpy()
+            cached = {"features": features, "logits": logits, "labels": labels, "shape": real_images.shape[1:]}
+            _write_real_features(cache, cached)
+        self.real_features, self.real_logits = cached["features"], cached["logits"]
+        labels = np.asarray(cached["labels"], dtype=np.int64)
+        self.real_labels = torch.from_numpy(labels) if len(labels) else None
+        self.num_images, self.image_shape = len(self.real_features), tuple(int(n) for n in cached["shape"])
 
     @torch.no_grad()
     def embed(self, batches: Iterable[torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
@@ -299,6 +319,52 @@ class GeneratorEvaluator:
         return self.evaluate_images(batches)
 
 
+def real_feature_cache(
+    folder: Path, network: nn.Module, files: list[Path], image_shape: tuple[int, int, int], **protocol: object
+) -> Path | None:
+    """The file in `folder` for the real images' features: named by a hash of everything they depend on (the
+    network's weights, the data files' paths, sizes and times, the images' shape and what `protocol` says:
+    classes, image count), so other data, another split, classifier or count never reuses them. None where
+    the data files are not known."""
+    if not files:
+        return None
+    digest = hashlib.blake2b(digest_size=12)
+    for tensor in network.state_dict().values():
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    described = {"files": files_fingerprint(files), "shape": list(image_shape), **protocol}
+    digest.update(json.dumps(described, sort_keys=True, default=str).encode())
+    return folder / "real_features" / f"{digest.hexdigest()}.npz"
+
+
+def _read_real_features(path: Path | None) -> dict | None:
+    if path is None or not path.is_file():
+        return None
+    try:
+        with np.load(path) as cached:
+            features = cached["features"].astype(np.float64)  # stored as the network computed them: float32
+            return {"features": features, "logits": cached["logits"].astype(np.float64), **{
+                k: cached[k] for k in ("labels", "shape")
+            }}  # fmt: skip
+    except (OSError, KeyError, ValueError):  # torn or foreign: computed again
+        return None
+
+
+def _write_real_features(path: Path | None, values: dict) -> None:
+    if path is None:
+        return
+    arrays = {
+        **values,
+        "features": values["features"].astype(np.float32),
+        "logits": values["logits"].astype(np.float32),
+    }
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(path, "wb") as f:
+            np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})
+    except (OSError, UserError):
+        pass  # a read-only cache: computed again next time
+
+
 def make_generator_evaluator(
     dataset: dict,
     image_shape: tuple[int, int, int],
@@ -332,15 +398,26 @@ def make_generator_evaluator(
         print("metrics in the in-domain classifier's features (no FID Inception weights in torch hub's cache)")
     try:
         source = data_source(dataset, cache_dir)
-        real, labels = load_real_test(source, dataset, image_shape, max_images)
         classifier, record = get_classifier(source, device, classifier_epochs, classifier_max_samples)
+        files = source_files(source.dataset_type, source.test_root, train=False)
     except (Unsupported, UserError, OSError) as error:
         hint = ""
         if dataset.get("dataset_type") == "image_folder":  # Inception's features need no labels
             hint = f"; for metrics without labels put {INCEPTION_FILES[0]} in {torch.hub.get_dir()}/checkpoints"
         print(f"note: generator metrics skipped: {error}{hint}")
         return None
-    return GeneratorEvaluator(classifier, real, record, device, seed, real_labels=labels, label_classifier=classifier)
+    cache = real_feature_cache(
+        source.cache_dir, classifier, files, image_shape, classes=dataset.get("classes"), images=max_images
+    )
+    return GeneratorEvaluator(
+        classifier,
+        lambda: load_real_test(source, dataset, image_shape, max_images),
+        record,
+        device,
+        seed,
+        label_classifier=classifier,
+        cache=cache,
+    )
 
 
 def _inception_evaluator(
@@ -356,13 +433,22 @@ def _inception_evaluator(
     an image folder has none."""
     dataset_type, root = dataset.get("dataset_type", "mnist"), dataset.get("root", "data")
     split = "test" if dataset_type != "image_folder" or held_out_folder(root) else "train (no test split)"
-    real, labels = load_images(dataset_type, root, train=False, image_shape=image_shape, classes=dataset.get("classes"))
-    if len(real) > n:
-        keep = torch.linspace(0, len(real) - 1, n).long()
-        real, labels = real[keep], labels[keep]
+
+    def load() -> tuple[torch.Tensor, torch.Tensor]:
+        real, labels = load_images(
+            dataset_type, root, train=False, image_shape=image_shape, classes=dataset.get("classes")
+        )
+        if len(real) > n:
+            keep = torch.linspace(0, len(real) - 1, n).long()
+            real, labels = real[keep], labels[keep]
+        return real, labels
+
     network = InceptionFeatures(weights, image_shape[1:])
+    files = source_files(dataset_type, root, train=False)
+    folder = default_cache_dir(Path(root).parent if dataset_type == "image_folder" else Path(root))
+    cache = real_feature_cache(folder, network, files, image_shape, classes=dataset.get("classes"), images=n)
     return GeneratorEvaluator(
-        network, real, None, device, seed, 100, split, real_labels=labels, label_classifier=label_classifier
+        network, load, None, device, seed, 100, split, label_classifier=label_classifier, cache=cache
     )
 
 

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torchvision.utils import save_image
 
 from datasets import Loader, held_out_folder, make_loader
 from trainers import distributed
@@ -148,6 +147,8 @@ class VAETrainer(Trainer):
 
     @torch.no_grad()
     def save_samples(self, epoch: int) -> None:
+        from torchvision.utils import save_image  # imported when a grid is first drawn
+
         self.vae.eval()
         shape = (-1, *self.vae.image_shape)
         z, y, per_row = self.grid_inputs()
