@@ -120,6 +120,31 @@ def test_sigint_twice_during_the_metrics_keeps_the_epoch(
     assert _same_run(tmp_path, reference)
 
 
+def test_a_signal_that_a_library_wraps_still_stops_with_one_line(
+    tiny: Tiny, tmp_path: Path, uninterrupted: tuple[Path, list[str]], monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """A signal while the curve is drawn lands inside matplotlib, whose import can re-raise it as a
+    RuntimeError: still the one-line stop, and the rerun ends where the straight run did."""
+    reference, _ = uninterrupted
+
+    def drawn_in_a_library(trainer: GANTrainer) -> None:
+        try:
+            signal.raise_signal(signal.SIGINT)
+        except BaseException as error:
+            raise RuntimeError("Error calling __set_name__") from error
+
+    with monkeypatch.context() as patch:
+        FaultPoints(patch)
+        patch.setattr(GANTrainer, "_plot_curve", drawn_in_a_library)
+        with pytest.raises(SystemExit) as info:
+            _tiny_run(tiny, tmp_path)
+    assert info.value.code == 130
+    err = capsys.readouterr().err
+    assert "SIGINT: stopped; the checkpoint of epoch 1 is kept" in err and "Traceback" not in err
+    _tiny_run(tiny, tmp_path)
+    assert _same_run(tmp_path, reference)
+
+
 # ---------------------------------------------------------------------------- one run, one folder
 
 

@@ -114,6 +114,18 @@ class Interrupted(BaseException):
         self.signum = signum
 
 
+def _interruption(error: BaseException) -> Interrupted | None:
+    """The Interrupted behind an exception: a library may wrap one raised inside it (matplotlib's import
+    turns it into a RuntimeError)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, Interrupted):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def check_tensorboard() -> None:
     """A one-line error where torch.utils.tensorboard cannot work (its package is optional)."""
     try:
@@ -377,7 +389,10 @@ class Trainer:
             raise UserError(
                 f"{error}; {kept} in {self.output_dir}: lower the learning rate or check the data"
             ) from None
-        except Interrupted as stop:
+        except (Interrupted, Exception) as error:
+            stop = _interruption(error)
+            if stop is None:
+                raise
             kept = (
                 f"the checkpoint of epoch {self.saved_epoch} is kept" if self.saved_epoch else "no epoch had finished"
             )
