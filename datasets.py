@@ -104,6 +104,31 @@ def load_test_images(
     )
 
 
+# A folder's images are read at their own size up to this side; larger photos are scaled down to it.
+NATIVE_SIDE_LIMIT = 64
+
+
+def native_shape(dataset_type: str, root: str) -> tuple[int, int]:
+    """(channels, side) of a data set's own images, for a model whose image shape is left None: MNIST's
+    1 x 28, CIFAR-10's 3 x 32; a folder's first image: 1 channel if grey, else 3, its shorter side (at most
+    NATIVE_SIDE_LIMIT, rounded down to a multiple of 4, with a note where it is scaled)."""
+    if dataset_type == "cifar10":
+        return 3, 32
+    if dataset_type != "image_folder":
+        return 1, 28
+    files = find_images(root)[0]
+    with Image.open(files[0]) as image:
+        channels = 1 if image.mode in ("1", "L", "I;16", "I") else 3
+        shorter = min(image.size)
+    side = min(shorter, NATIVE_SIDE_LIMIT) // 4 * 4
+    if side != shorter:
+        print(
+            f"note: the images are read at {side}x{side} (the first is {image.size[0]}x{image.size[1]}): "
+            "set image_side for another size"
+        )
+    return channels, max(side, 4)
+
+
 def source_files(dataset_type: str, root: str, train: bool = True) -> list[Path]:
     """The files a split is read from (empty where they are not on disk yet): to tell, without decoding
     anything, whether two reads see the same data."""
@@ -454,6 +479,14 @@ def decode_checked(
     if decode and bad:
         images = images[good]
     return images, good
+
+
+def load_folder(folder: str | Path, image_shape: tuple[int, int, int]) -> tuple[torch.Tensor, list[Path]]:
+    """Every image of a folder (loose, or in subfolders to any depth) as uint8 (N, C, H, W) at `image_shape`,
+    and their files; a file that does not decode is named and left out."""
+    dataset, _ = image_folder_dataset(str(folder), image_shape)
+    images, good = decode_checked(dataset, root=str(folder))
+    return images, [dataset.dataset.files[dataset.indices[i]] for i in good]
 
 
 def image_folder_dataset(

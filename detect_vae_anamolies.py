@@ -16,16 +16,24 @@ Normal images are clean test images; the anomalies are, by `anomaly`:
     classes          test images of the labels the VAE was not trained on (train one on some
                      digits only first: python main_vae.py --classes 1,7)
 Corrupted images are clipped to [0, 1]. An image is flagged when its score is above the
-`threshold_percentile` percentile of the normal images' scores. Writes, into output_dir:
+`threshold_percentile` percentile of the normal images' scores. The entropy applies to the Bernoulli
+likelihood only; a VAE with another likelihood is scored by its own -log p. Writes, into output_dir:
     reconstruction_error_distribution.png   histograms of the scores, normal vs anomalous
     roc_curve.png                           ROC curve of the score, with its AUROC
     anomaly_examples.png                    rows: normal, its reconstruction, anomalous, its reconstruction
     anomaly_scores.csv                      a row per scored image (its score in column 'error')
     anomaly_summary.json                    AUROC, threshold, precision, recall and F1
 
+With `images` set, the files of that folder are scored instead ("which of these are odd, and where"):
+the threshold is the percentile of `normal_images` (known-good pictures; None: the model's test split).
+Writes folder_scores.csv (file, score, flagged; most anomalous first), folder_most_anomalous.png (the
+most anomalous images over their reconstructions), anomaly_maps.png (for the top num_maps: the image,
+its reconstruction, and the score's per-pixel term overlaid where it is high) and folder_summary.json.
+
 Set weights_path and output_dir below, or override them and any key of anomaly_kwargs from the
 command line with dashes for underscores:
     python detect_vae_anamolies.py --weights-path runs/vae17/vae.pt --anomaly classes
+    python detect_vae_anamolies.py --weights-path runs/parts/vae.pt --images photos/new
 An empty weights_path reads mnist_VAE/vae.pt (what main_vae.py writes); an empty output_dir
 writes beside the weights file.
 """
@@ -42,12 +50,19 @@ matplotlib.use("Agg")  # write files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score, roc_curve  # noqa: E402
 from torch import nn  # noqa: E402
 from torchvision.utils import save_image  # noqa: E402
 
-from datasets import as_class_list, load_test_images, to_float  # noqa: E402
-from trainers.objectives import pixel_entropy, vae_importance_weighted_nll, vae_negative_elbo  # noqa: E402
+from datasets import as_class_list, load_folder, load_test_images, to_float  # noqa: E402
+from models import names_of_kind  # noqa: E402
+from trainers.objectives import (  # noqa: E402
+    pixel_entropy,
+    reconstruction_log_prob,
+    vae_importance_weighted_nll,
+    vae_negative_elbo,
+)
 from trainers.setup import make_output_dir  # noqa: E402
 from utils import (  # noqa: E402
     analysis_main,
@@ -63,6 +78,9 @@ weights_path = ""  # point to the respective directory and .pt file (vae.pt)
 output_dir = ""  # point to the output directory where the result is stored (empty: beside the weights)
 
 anomaly_kwargs = {
+    "images": None,  # a folder of images to score (which are anomalous, and where); None: the anomaly test below
+    "normal_images": None,  # with images: known-good images that set the threshold; None: the model's test split
+    "num_maps": 8,  # with images: anomaly maps of this many of the most anomalous
     "anomaly": "gaussian_noise",  # gaussian_noise, salt_pepper, patch or classes
     "score": "reconstruction",  # reconstruction (the SPEC's), elbo or nll (see above)
     "iw_samples": 100,  # score nll: importance samples per image
@@ -93,7 +111,9 @@ _STRENGTH_PREFIX = {"gaussian_noise": "noise_", "salt_pepper": "salt_pepper_", "
 
 def load_vae(path: Path, device: torch.device) -> tuple[nn.Module, dict]:
     """The VAE in `path` and the dataset kwargs it was trained with (checkpoint meta)."""
-    vae, dataset = load_trained(path, device, ("VAE",), "anomaly detection", "use vae.pt from main_vae.py's output_dir")
+    vae, dataset = load_trained(
+        path, device, names_of_kind("vae"), "anomaly detection", "use vae.pt from main_vae.py's output_dir"
+    )
     require(
         getattr(vae, "num_classes", None) is None,
         f"'{path}' holds a class-conditional VAE: its scores would need each image's class, which an anomaly "
@@ -145,20 +165,38 @@ def anomaly_scores(
     """Per-image `score` (see the module's docstring) of images in [0, 1], in nats, from the VAE's own
     objective code (trainers/objectives.py); z is drawn from a generator seeded with `seed`."""
     generator = torch.Generator(device).manual_seed(seed)
+    subtract = subtract_pixel_entropy and vae.likelihood == "bernoulli"
     scores = []
     for batch in images.split(BATCH_SIZE):
-        x = batch.to(device).flatten(1)
+        x = batch.to(device)
         if score == "nll":
             value = vae_importance_weighted_nll(vae, x, iw_samples, generator)
         else:
             mu, logvar = vae.encode(x)
             if score == "reconstruction":
-                value = vae_negative_elbo(x, vae.decode_logits(mu), mu, logvar)["reconstruction"]
+                z = mu
             else:
                 z = mu + torch.randn(mu.shape, generator=generator, device=device) * torch.exp(0.5 * logvar)
-                value = vae_negative_elbo(x, vae.decode_logits(z), mu, logvar)["loss"]
-        scores.append((value - pixel_entropy(x) if subtract_pixel_entropy else value).cpu())
+            terms = vae_negative_elbo(x, vae.decode_logits(z), mu, logvar, likelihood=vae.likelihood)
+            value = terms["reconstruction" if score == "reconstruction" else "loss"]
+        scores.append((value - pixel_entropy(x) if subtract else value).cpu())
     return torch.cat(scores).numpy().astype(np.float64)
+
+
+@torch.no_grad()
+def anomaly_maps(
+    vae: nn.Module, images: torch.Tensor, device: torch.device, subtract_pixel_entropy: bool
+) -> torch.Tensor:
+    """The per-pixel term of the reconstruction score, (N, H, W) in nats: -log p(x_i|z = mu) summed over the
+    channels (less the pixel's binary entropy where the score subtracts it). Its sum is the image's score."""
+    maps = []
+    for batch in images.split(BATCH_SIZE):
+        x = batch.to(device)
+        terms = -reconstruction_log_prob(x, vae.decode_logits(vae.encode(x)[0]), vae.likelihood)
+        if subtract_pixel_entropy and vae.likelihood == "bernoulli":
+            terms -= F.binary_cross_entropy(x, x, reduction="none")
+        maps.append(terms.sum(1).cpu())
+    return torch.cat(maps)
 
 
 def trained_labels(dataset: dict, root: str | None, image_shape: tuple[int, int, int], path: Path) -> set[int]:
@@ -246,6 +284,9 @@ def run_detection(
     weights_path: str,
     output_dir: str,
     *,
+    images: str | None = None,
+    normal_images: str | None = None,
+    num_maps: int = 8,
     anomaly: str = "gaussian_noise",
     score: str = "reconstruction",
     iw_samples: int = 100,
@@ -270,6 +311,13 @@ def run_detection(
     require(0 <= patch_value <= 1, f"patch_value must be in [0, 1], got {patch_value}")
     require(0 < threshold_percentile < 100, f"threshold_percentile must be in (0, 100), got {threshold_percentile}")
     require(num_images is None or num_images > 0, f"num_images must be positive or None, got {num_images}")
+    require(num_maps >= 0, f"num_maps must be 0 or more, got {num_maps}")
+    for name, folder_path in (("images", images), ("normal_images", normal_images)):
+        require(
+            folder_path is None or Path(folder_path).is_dir(),
+            f"{name} '{folder_path}' is not a folder: name a folder of image files",
+        )
+    require(normal_images is None or images is not None, "normal_images sets the threshold for images: set images too")
     path, folder = resolve_weights(weights_path, output_dir, DEFAULT_WEIGHTS, "a vae.pt")
     torch_device = pick_device(device)
     seed_everything(seed)
@@ -277,9 +325,20 @@ def run_detection(
     side = min(vae.image_shape[1:])
     require(1 <= patch_size <= side, f"patch_size must be between 1 and the image side {side}, got {patch_size}")
     make_output_dir(folder)
+    scoring = dict(
+        score=score,
+        device=torch_device,
+        seed=seed,
+        iw_samples=iw_samples,
+        subtract_pixel_entropy=subtract_pixel_entropy,
+    )
+    if images is not None:
+        return score_folder(
+            vae, dataset, path, folder, images, normal_images, root, threshold_percentile, num_maps, scoring
+        )
 
-    images, labels = load_test_images(dataset, vae.image_shape, root, max_samples=num_images)
-    clean = to_float(images, normalize=False)  # the VAE's [0, 1] range
+    test_images, labels = load_test_images(dataset, vae.image_shape, root, max_samples=num_images)
+    clean = to_float(test_images, normalize=False)  # the VAE's [0, 1] range
 
     if anomaly == "classes":
         trained = trained_labels(dataset, root, vae.image_shape, path)
@@ -354,6 +413,112 @@ def run_detection(
         "anomaly_scores.csv, anomaly_summary.json"
     )
     return summary
+
+
+def score_folder(
+    vae: nn.Module,
+    dataset: dict,
+    path: Path,
+    out: Path,
+    images: str,
+    normal_images: str | None,
+    root: str | None,
+    threshold_percentile: float,
+    num_maps: int,
+    scoring: dict,
+) -> dict:
+    """Score every image in the folder `images`, flag those above the threshold the normal images set,
+    and write the scores, the most anomalous images and their anomaly maps into `out`."""
+    pictures, files = load_folder(images, vae.image_shape)
+    if normal_images is not None:
+        normal, _ = load_folder(normal_images, vae.image_shape)
+        normal_source = normal_images
+    else:
+        normal, _ = load_test_images(dataset, vae.image_shape, root, classes=dataset.get("classes"))
+        normal_source = "the test split of the model's data"
+    x = to_float(pictures, normalize=False)
+    scores = anomaly_scores(vae, x, **scoring)
+    threshold = float(
+        np.percentile(anomaly_scores(vae, to_float(normal, normalize=False), **scoring), threshold_percentile)
+    )
+    order = np.argsort(-scores, kind="stable")
+    flagged = scores > threshold
+    with open(out / "folder_scores.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["file", "score", "flagged"])
+        for i in order:
+            writer.writerow([files[i].relative_to(images), f"{scores[i]:.4f}", int(flagged[i])])
+
+    top = torch.as_tensor(order[: min(8, len(order))].copy())
+    shape = (-1, *vae.image_shape)
+    with torch.no_grad():
+        reconstructions = vae.reconstruct(x[top].to(scoring["device"])).view(shape).cpu()
+    save_image(torch.cat([x[top], reconstructions]), out / "folder_most_anomalous.png", nrow=len(top), pad_value=0.5)
+    mapped = torch.as_tensor(order[: min(num_maps, len(order))].copy())
+    if len(mapped):
+        plot_anomaly_maps(vae, x[mapped], [files[i] for i in mapped.tolist()], scores[mapped.numpy()], scoring, out)
+
+    subtracted = scoring["subtract_pixel_entropy"] and vae.likelihood == "bernoulli"
+    summary = {
+        "weights_path": str(path),
+        "images": str(images),
+        "normal_images": normal_source,
+        "score": scoring["score"],
+        "likelihood": vae.likelihood,
+        "subtract_pixel_entropy": subtracted,
+        "num_images": len(files),
+        "num_normal": len(normal),
+        "threshold_percentile": threshold_percentile,
+        "threshold": threshold,
+        "num_flagged": int(flagged.sum()),
+        "most_anomalous": [str(files[i].relative_to(images)) for i in order[:10]],
+    }
+    with open(out / "folder_summary.json", "w") as f:
+        json.dump(summary, f, indent=2)
+    print(f"VAE anomaly scores of {len(files)} images in {images} ({SCORES[scoring['score']]}, {path}):")
+    print(
+        f"  threshold {threshold:.2f}: the {threshold_percentile:g}th percentile of {len(normal)} normal images "
+        f"({normal_source}); {summary['num_flagged']} of {len(files)} flagged"
+    )
+    for i in order[:5]:
+        print(f"  {scores[i]:10.2f}  {'flagged' if flagged[i] else '       '}  {files[i].relative_to(images)}")
+    maps = ", anomaly_maps.png" if len(mapped) else ""
+    print(f"  written to {out}: folder_scores.csv, folder_most_anomalous.png{maps}, folder_summary.json")
+    return summary
+
+
+def plot_anomaly_maps(
+    vae: nn.Module, x: torch.Tensor, files: list[Path], scores: np.ndarray, scoring: dict, out: Path
+) -> None:
+    """A row per image: the image, its reconstruction, and the score's per-pixel term over the image
+    (one colour scale for all rows, so the maps compare)."""
+    device = scoring["device"]
+    maps = anomaly_maps(vae, x, device, scoring["subtract_pixel_entropy"]).clamp(min=0)
+    with torch.no_grad():
+        reconstructions = vae.reconstruct(x.to(device)).view(-1, *vae.image_shape).cpu()
+    grey = vae.image_shape[0] == 1
+
+    def shown(image: torch.Tensor) -> np.ndarray:
+        return image[0].numpy() if grey else image.permute(1, 2, 0).numpy()
+
+    fig, axes = plt.subplots(len(x), 3, figsize=(7.5, 2.5 * len(x)), squeeze=False)
+    top = float(maps.max()) or 1.0
+    for row, (image, reconstruction, pixel_map, file, score) in enumerate(
+        zip(x, reconstructions, maps, files, scores, strict=True)
+    ):
+        left, middle, right = axes[row]
+        left.imshow(shown(image), cmap="gray" if grey else None, vmin=0, vmax=1)
+        left.set_title(f"{file.name[:28]}\nscore {score:.1f}", fontsize=8)
+        middle.imshow(shown(reconstruction), cmap="gray" if grey else None, vmin=0, vmax=1)
+        middle.set_title("reconstruction", fontsize=8)
+        right.imshow(shown(image), cmap="gray" if grey else None, vmin=0, vmax=1)
+        heat = right.imshow(pixel_map.numpy(), cmap="inferno", alpha=0.6, vmin=0, vmax=top)
+        right.set_title("per-pixel score", fontsize=8)
+        for ax in axes[row]:
+            ax.axis("off")
+    fig.colorbar(heat, ax=axes[:, 2].tolist(), shrink=0.6, label="nats per pixel")
+    fig.savefig(out / "anomaly_maps.png", dpi=100)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> dict:

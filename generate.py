@@ -26,6 +26,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from models import names_of_kind
 from trainers.setup import make_output_dir
 from utils import (
     analysis_main,
@@ -52,7 +53,7 @@ generate_kwargs = {
 }
 
 DEFAULT_WEIGHTS = "mnist_GAN/generator.pt"  # main_gan.py's output_dir
-GENERATORS = ("FCGenerator", "DCGANGenerator", "VAE")
+GENERATORS = names_of_kind("generator", "vae")
 FORMATS = ("png", "npz")
 IMAGE_FILES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".npz", ".npy"}  # what FID tools read from a folder
 

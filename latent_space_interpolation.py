@@ -31,6 +31,7 @@ from torch import nn
 from torchvision.utils import make_grid, save_image
 
 from datasets import load_test_images, to_float
+from models import names_of_kind
 from trainers.setup import make_output_dir
 from utils import (
     analysis_main,
@@ -62,7 +63,7 @@ interpolation_kwargs = {
 }
 
 DEFAULT_WEIGHTS = "mnist_GAN/generator.pt"  # main_gan.py's output_dir
-GENERATORS = ("FCGenerator", "DCGANGenerator", "VAE")
+GENERATORS = names_of_kind("generator", "vae")
 METHODS = ("slerp", "lerp")
 
 
@@ -241,7 +242,7 @@ def run_interpolation(
     check_label(model, label_to, "label_to")
     require(label_to is None or label is not None, "label_to walks the class from label: set label too")
     make_output_dir(folder)
-    is_vae = hasattr(model, "encode")
+    is_vae = model.kind == "vae"
     own = None
     if is_vae:
         z0, z1, *own = vae_endpoints(model, dataset, root, num_rows, seed, torch_device)

@@ -34,6 +34,7 @@ from sklearn.neighbors import KNeighborsClassifier  # noqa: E402
 from torch import nn  # noqa: E402
 
 from datasets import load_test_images, to_float  # noqa: E402
+from models import names_of_kind  # noqa: E402
 from trainers.setup import make_output_dir  # noqa: E402
 from utils import (  # noqa: E402
     analysis_main,
@@ -159,7 +160,7 @@ def run_latent_map(
     torch_device = pick_device(device)
     seed_everything(seed)
     vae, dataset = load_trained(
-        path, torch_device, ("VAE",), "the latent map", "use vae.pt from main_vae.py's output_dir"
+        path, torch_device, names_of_kind("vae"), "the latent map", "use vae.pt from main_vae.py's output_dir"
     )
     make_output_dir(folder)
 

@@ -435,7 +435,7 @@ def generated_images(
     a VAE decodes to [0, 1]; a GAN's tanh output is in the range of the data it was trained on ([-1, 1]
     when `normalize`)."""
     y = () if labels is None else (labels,)
-    if hasattr(model, "decode"):
+    if model.kind == "vae":
         images = model.decode(z, *y)
     else:
         images = model(z, *y)

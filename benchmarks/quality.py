@@ -44,7 +44,7 @@ import torch  # noqa: E402
 import main_dcgan  # noqa: E402
 import main_gan  # noqa: E402
 import main_vae  # noqa: E402
-from models import VAE, DCGANDiscriminator, DCGANGenerator, FCDiscriminator, FCGenerator  # noqa: E402
+from models import VAE_ARCHITECTURES, DCGANDiscriminator, DCGANGenerator, FCDiscriminator, FCGenerator  # noqa: E402
 from trainers import Trainer, train_gan, train_vae  # noqa: E402
 from trainers.classifier import data_source, load_split  # noqa: E402
 from trainers.metrics import make_generator_evaluator  # noqa: E402
@@ -111,7 +111,7 @@ def run_configs(args: argparse.Namespace) -> dict[str, tuple[Callable[..., Train
 
     def vae(name: str, model: dict) -> tuple:
         return (
-            lambda m, d, t: train_vae(VAE, m, d, t),
+            lambda m, d, t: train_vae(VAE_ARCHITECTURES, m, d, t),
             {**copy.deepcopy(main_vae.mnist_model_kwargs), **model},
             {**copy.deepcopy(main_vae.dataset_kwargs), **mnist},
             {**copy.deepcopy(main_vae.trainer_kwargs), **common, "output_dir": str(args.output_dir / name)},

@@ -46,10 +46,11 @@ import main_dcgan  # noqa: E402
 import main_gan  # noqa: E402
 import main_vae  # noqa: E402
 from datasets import InMemoryLoader, make_loader  # noqa: E402
-from models import VAE, DCGANDiscriminator, DCGANGenerator, FCDiscriminator, FCGenerator  # noqa: E402
+from models import VAE, VAE_ARCHITECTURES, DCGANDiscriminator, DCGANGenerator, FCDiscriminator, FCGenerator  # noqa: E402
 from trainers import GANTrainer, VAETrainer  # noqa: E402
 from trainers.setup import build_models  # noqa: E402
 from trainers.speed import amp_dtype  # noqa: E402
+from trainers.vae import pick_architecture  # noqa: E402
 from utils import pick_device, run_cli  # noqa: E402
 
 
@@ -92,7 +93,12 @@ def build_models_of(kind: str) -> dict[str, torch.nn.Module]:
     torch.manual_seed(0)
     names = ("generator", "discriminator") if len(config.classes) == 2 else ("vae",)
     model_kwargs = {**getattr(config.script, config.model_dict), **config.model}
-    return build_models(dict(zip(names, config.classes, strict=True)), model_kwargs, config.model_dict)
+    classes = config.classes
+    if "architecture" in model_kwargs:  # main_vae.py: the architecture it names, with that one's keys
+        dataset = config.script.dataset_kwargs
+        vae_class, model_kwargs = pick_architecture(VAE_ARCHITECTURES, model_kwargs, dataset, config.model_dict)
+        classes = (vae_class,)
+    return build_models(dict(zip(names, classes, strict=True)), model_kwargs, config.model_dict)
 
 
 # ---------------------------------------------------------------------------- ours
@@ -166,7 +172,7 @@ def tutorial_runner(kind: str, data: DataLoader, device: torch.device) -> Callab
         def step(x: torch.Tensor) -> None:
             x = x.to(device)
             out = vae(x)
-            recon = F.binary_cross_entropy_with_logits(out["logits"], x.view(len(x), -1), reduction="sum")
+            recon = F.binary_cross_entropy_with_logits(out["logits"].flatten(1), x.view(len(x), -1), reduction="sum")
             kl = -0.5 * torch.sum(1 + out["logvar"] - out["mu"].pow(2) - out["logvar"].exp())
             loss = (recon + kl) / len(x)
             optimizer.zero_grad()

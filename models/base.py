@@ -5,7 +5,10 @@ from __future__ import annotations
 import functools
 import inspect
 
+import torch
 from torch import nn
+
+from models.likelihoods import LIKELIHOODS
 
 
 class ConfiguredModule(nn.Module):
@@ -18,6 +21,7 @@ class ConfiguredModule(nn.Module):
     """
 
     config: dict
+    kind: str = "model"  # what a model is for (generator, discriminator, vae, classifier): the scripts ask by kind
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
@@ -50,3 +54,50 @@ def apply_spectral_norm(module: nn.Module) -> None:
             setattr(module, name, nn.utils.parametrizations.spectral_norm(child))
         else:
             apply_spectral_norm(child)
+
+
+class VAEBase(ConfiguredModule):
+    """The interface every VAE follows, so the trainer, the objectives, the analysis scripts and generate.py
+    work with any of them (a new VAE is one file: `encode` and `decode_logits`, and one line in models/__init__.py).
+
+    A subclass sets `latent_dim`, `image_shape` (C, H, W), `num_classes` (None: unconditional) and
+    `likelihood` (a name in models/likelihoods.py) and defines
+        encode(x, labels)        images (N, C, H, W) or flat (N, C*H*W) -> q(z|x)'s mean and log-variance,
+                                 each (N, latent_dim)
+        decode_logits(z, labels) latents (..., latent_dim) -> the likelihood's parameters (..., P*C, H, W),
+                                 P = its num_params (logits for the Bernoulli)
+    With `num_classes`, labels are class indices (N,) or class weights (N, classes), one per image.
+    """
+
+    kind = "vae"
+    latent_dim: int
+    image_shape: tuple[int, int, int]
+    num_classes: int | None
+    likelihood: str
+
+    @property
+    def pixel_likelihood(self):
+        return LIKELIHOODS[self.likelihood]
+
+    def reparameterize(self, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+        return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+
+    def decode(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Latents (..., latent_dim) -> the images p(x|z) expects (..., C, H, W), pixels in [0, 1]."""
+        return self.pixel_likelihood.mean(self.decode_logits(z, labels))
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The ELBO's stochastic pass: q(z|x)'s mean and log-variance, and p(x|z)'s parameters at one z ~ q(z|x)."""
+        mu, logvar = self.encode(x, labels)
+        return {"logits": self.decode_logits(self.reparameterize(mu, logvar), labels), "mu": mu, "logvar": logvar}
+
+    def reconstruct(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Images -> their reconstructions from the mean latent, (N, C, H, W) in [0, 1]."""
+        return self.decode(self.encode(x, labels)[0], labels)
+
+    def sample(
+        self, num_samples: int, generator: torch.Generator | None = None, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        device = next(self.parameters()).device
+        z = torch.randn(num_samples, self.latent_dim, generator=generator, device=device)
+        return self.decode(z, labels)

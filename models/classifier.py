@@ -16,6 +16,8 @@ class SmallCNN(ConfiguredModule):
     and precision/recall compare (the role Inception's pool layer plays in FID).
     """
 
+    kind = "classifier"
+
     def __init__(
         self,
         image_channels: int = 1,

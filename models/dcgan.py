@@ -37,6 +37,8 @@ class DCGANGenerator(ConfiguredModule):
     """latent (N, latent_dim) -> 4x4 -> ... -> image (N, C, S, S) in [-1, 1] via transposed convs.
     With `num_classes` the one-hot label joins the latent: forward(z, labels)."""
 
+    kind = "generator"
+
     def __init__(
         self,
         latent_dim: int = 100,
@@ -81,6 +83,8 @@ class DCGANDiscriminator(ConfiguredModule):
     label maps join the image's channels). `spectral_norm` normalises every convolution's weight by its
     largest singular value (Miyato et al., 2018) in place of BatchNorm, as SN-GAN's discriminator does.
     """
+
+    kind = "discriminator"
 
     def __init__(
         self,

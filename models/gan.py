@@ -51,6 +51,8 @@ class FCGenerator(ConfiguredModule):
     """latent -> hidden layers -> image_size pixels in [-1, 1] (tanh), as a flat vector. With
     `num_classes` the label, one-hot, joins the latent (Mirza & Osindero, 2014): forward(z, labels)."""
 
+    kind = "generator"
+
     def __init__(
         self,
         latent_variable_size: int = 64,
@@ -86,6 +88,8 @@ class FCDiscriminator(ConfiguredModule):
     (the one-hot label joins the pixels). `spectral_norm` normalises every layer's weight by its largest
     singular value (Miyato et al., 2018).
     """
+
+    kind = "discriminator"
 
     def __init__(
         self,

@@ -27,7 +27,7 @@ import detect_vae_anamolies as anomalies  # noqa: E402
 import latent_space_interpolation as interpolation  # noqa: E402
 import latent_space_vae as latent_map  # noqa: E402
 from helpers import DEVICE  # noqa: E402
-from models import VAE, DCGANDiscriminator, DCGANGenerator, FCDiscriminator, FCGenerator  # noqa: E402
+from models import VAE, VAE_ARCHITECTURES, DCGANDiscriminator, DCGANGenerator, FCDiscriminator, FCGenerator  # noqa: E402
 from trainers import train_gan, train_vae  # noqa: E402
 from utils import UserError, load_model  # noqa: E402
 
@@ -278,7 +278,7 @@ def test_each_score_is_the_models_own_objective(vae17_path: Path, tmp_path: Path
         return anomalies.anomaly_scores(vae, images, score, torch.device("cpu"), 0, 200, subtract)
 
     with torch.no_grad():
-        expected = F.binary_cross_entropy(vae.reconstruct(x), x, reduction="none").sum(1).double().numpy()
+        expected = F.binary_cross_entropy(vae.reconstruct(x).flatten(1), x, reduction="none").sum(1).double().numpy()
     assert np.allclose(scores("reconstruction"), expected, rtol=1e-4)
     entropy = (-(x * x.clamp_min(1e-12).log() + (1 - x) * (1 - x).clamp_min(1e-12).log())).sum(1).double().numpy()
     corrected = scores("reconstruction", True)
@@ -414,3 +414,117 @@ def test_the_latent_map_reports_the_neighbours_and_folds_it_used(vae_path: Path,
     out = capsys.readouterr().out
     assert f"allow {summary['knn_neighbors']} neighbours in {summary['knn_folds']} folds, not the 1000" in out
     assert f"{summary['knn_neighbors']}-NN accuracy" in out and "1000-NN" not in out
+
+
+# ---------------------------------------------------------------------------- a folder of the user's images
+
+
+def _write_pngs(folder: Path, images: torch.Tensor, prefix: str) -> list[str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    names = []
+    for i, image in enumerate(images):
+        name = f"{prefix}_{i}.png"
+        Image.fromarray(image.squeeze(0).numpy()).save(folder / name)
+        names.append(name)
+    return names
+
+
+@pytest.fixture(scope="module")
+def vae17_trained(mnist_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """vae17's model trained until it reconstructs its digits (a one-epoch model still draws grey mist)."""
+    out = tmp_path_factory.mktemp("vae17_trained")
+    dataset = {"dataset_type": "mnist", "root": str(mnist_root), "batch_size": 16, "normalize": False}
+    trainer = {**tiny_trainer(out), "num_epochs": 10, "lr": 3e-3, "iw_samples": 2}
+    train_vae(VAE, {"hidden_size": 64, "latent_dim": 8}, {**dataset, "classes": [1, 7]}, trainer)
+    return out / "vae.pt"
+
+
+def test_a_folder_is_scored_with_the_odd_images_first_and_mapped(vae17_trained: Path, mnist, tmp_path: Path) -> None:
+    """A folder of the model's own digits with noise images among them: the noise is at the top of
+    folder_scores.csv, flagged above the threshold the test split sets, and mapped where it is odd."""
+    vae17_path = vae17_trained
+    digits = mnist.test_images[np.isin(mnist.test_labels, [1, 7])][:12]
+    noise = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (3, 1, 28, 28), dtype=np.uint8))
+    folder = tmp_path / "to_check"
+    _write_pngs(folder / "new", torch.as_tensor(digits).unsqueeze(1), "digit")
+    odd = _write_pngs(folder / "new", noise, "noise")
+    out = tmp_path / "out"
+    summary = anomalies.main(["--weights-path", str(vae17_path), "--output-dir", str(out), "--images", str(folder)])
+    rows = read_csv(out / "folder_scores.csv")
+    assert list(rows[0]) == ["file", "score", "flagged"] and len(rows) == 15
+    scores = [float(r["score"]) for r in rows]
+    assert scores == sorted(scores, reverse=True)
+    assert {Path(r["file"]).name for r in rows[:3]} == set(odd) and rows[0]["file"].startswith("new")
+    assert all((float(r["score"]) > summary["threshold"]) == (r["flagged"] == "1") for r in rows)
+    assert all(r["flagged"] == "1" for r in rows[:3]) and summary["num_flagged"] >= 3
+    assert summary["num_normal"] > 0 and "test split" in summary["normal_images"]
+    maps = np.asarray(Image.open(out / "anomaly_maps.png"))
+    assert maps.shape[0] > 8 * 100  # a row per mapped image (num_maps 8)
+    assert (out / "folder_most_anomalous.png").exists() and json.loads((out / "folder_summary.json").read_text())
+
+    # Known-good images set the threshold instead: their scores' percentile.
+    good = tmp_path / "good"
+    _write_pngs(good, torch.as_tensor(digits).unsqueeze(1), "good")
+    again = anomalies.main(
+        ["--weights-path", str(vae17_path), "--output-dir", str(tmp_path / "out2"), "--images", str(folder)]
+        + ["--normal-images", str(good), "--threshold-percentile", "50"]
+    )
+    vae = load_model(vae17_path)
+    own = anomalies.anomaly_scores(
+        vae, torch.as_tensor(digits).unsqueeze(1).float() / 255, "reconstruction", torch.device("cpu"), 0, 100, True
+    )
+    assert abs(again["threshold"] - np.percentile(own, 50)) < 1e-3 * max(1.0, abs(again["threshold"]))
+
+
+def test_the_per_pixel_map_sums_to_the_score(vae17_path: Path) -> None:
+    vae = load_model(vae17_path)
+    x = torch.rand(4, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    for subtract in (False, True):
+        maps = anomalies.anomaly_maps(vae, x, torch.device("cpu"), subtract)
+        scores = anomalies.anomaly_scores(vae, x, "reconstruction", torch.device("cpu"), 0, 1, subtract)
+        assert maps.shape == (4, 28, 28)
+        assert np.allclose(maps.sum((1, 2)).double().numpy(), scores, rtol=1e-4)
+
+
+def test_folder_scoring_mistakes_are_one_line(vae17_path: Path, tmp_path: Path) -> None:
+    argv = ["--weights-path", str(vae17_path), "--output-dir", str(tmp_path / "o")]
+    with pytest.raises(UserError, match="images '.*missing' is not a folder"):
+        anomalies.main([*argv, "--images", str(tmp_path / "missing")])
+    with pytest.raises(UserError, match="set images too"):
+        anomalies.main([*argv, "--normal-images", str(tmp_path)])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="no images"):
+        anomalies.main([*argv, "--images", str(tmp_path / "empty")])
+
+
+@pytest.mark.parametrize("likelihood", ["logistic", "continuous_bernoulli"])
+def test_a_conv_vae_on_colour_pictures_trains_resumes_and_scores_a_folder(
+    image_folder: Path, tmp_path: Path, likelihood: str
+) -> None:
+    """main_vae.py's architecture conv on a folder of colour JPEGs: the data's own shape, bits per dimension
+    for the discrete likelihood, a resumed run equal to a straight one, and a folder scored in colour."""
+    model = {"architecture": "conv", "latent_dim": 4, "base_channels": 4, "likelihood": likelihood}
+    model |= {"image_channels": None, "image_side": None, "hidden_size": 64}  # an fc key is set aside
+    dataset = {"dataset_type": "image_folder", "root": str(image_folder), "batch_size": 4, "normalize": False}
+    trainer = {**tiny_trainer(tmp_path / "straight"), "num_epochs": 2, "iw_samples": 3}
+    straight = train_vae(VAE_ARCHITECTURES, dict(model), dict(dataset), trainer)
+    assert straight.vae.image_shape == (3, 36, 36)  # the first image's shorter side
+    metrics = json.loads((tmp_path / "straight" / "metrics.json").read_text())
+    assert ("test_nll_iw_bpd" in metrics["metrics"]) == (likelihood == "logistic")
+    if likelihood == "logistic":
+        bpd = metrics["metrics"]["test_nll_iw_bpd"]
+        assert bpd > 0 and np.isclose(bpd * 3 * 36 * 36 * np.log(2), metrics["metrics"]["test_nll_iw"], rtol=1e-6)
+    resumed_dir = tmp_path / "resumed"
+    train_vae(
+        VAE_ARCHITECTURES, dict(model), dict(dataset), {**trainer, "output_dir": str(resumed_dir), "num_epochs": 1}
+    )
+    resumed = train_vae(VAE_ARCHITECTURES, dict(model), dict(dataset), {**trainer, "output_dir": str(resumed_dir)})
+    for name, value in straight.vae.state_dict().items():
+        assert torch.equal(value, resumed.vae.state_dict()[name]), name
+    summary = anomalies.main(
+        ["--weights-path", str(resumed_dir / "vae.pt"), "--output-dir", str(tmp_path / "scored"), "--images"]
+        + [str(image_folder), "--num-maps", "2"]
+    )
+    assert summary["num_images"] == len(read_csv(tmp_path / "scored" / "folder_scores.csv"))
+    assert summary["likelihood"] == likelihood and not summary["subtract_pixel_entropy"]
+    assert (tmp_path / "scored" / "anomaly_maps.png").exists()

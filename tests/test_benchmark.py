@@ -43,17 +43,21 @@ def test_oneclass_benchmark_trains_each_class_and_prints_its_auroc_table(
 ) -> None:
     benchmark = _load("oneclass")
     argv = ["--root", str(mnist.root), "--datasets", "mnist", "--classes", "0,3", "--epochs", "1"]
-    results = benchmark.main([*argv, "--output-dir", str(tmp_path), "--device", "cpu"])
-    assert set(results["mnist"]) == {"0", "3"}
-    for row in results["mnist"].values():
-        assert set(row) == {"reconstruction", "elbo", "nll", "spec", "seconds"}
-        assert all(0 <= row[score] <= 100 for score in ("reconstruction", "elbo", "nll", "spec"))
+    results = benchmark.main(
+        [*argv, "--variants", "fc,conv:logistic", "--output-dir", str(tmp_path), "--device", "cpu"]
+    )
+    assert set(results) == {"mnist fc", "mnist conv:logistic"}
+    for rows in results.values():
+        assert set(rows) == {"0", "3"}
+        for row in rows.values():
+            assert all(0 <= row[score] <= 100 for score in benchmark.COLUMNS)
+    assert all("test_nll_iw_bpd" in row for row in results["mnist conv:logistic"].values())  # a discrete likelihood
     out = capsys.readouterr().out
-    assert "| **mean** |" in out and "`nll`" in out and "SPEC's BCE" in out
-    assert (tmp_path / "oneclass.md").read_text().count("\n| 3 |") == 1
+    assert "| **mean** |" in out and "`nll`" in out and "SPEC's BCE" in out and "bits/dim" in out
+    assert (tmp_path / "oneclass.md").read_text().count("\n| 3 |") == 2
     # Each class is the user's flow: a VAE trained on that digit only, then the detection script's files.
-    assert (tmp_path / "mnist" / "3" / "vae.pt").is_file()
-    assert (tmp_path / "mnist" / "3" / "nll" / "anomaly_summary.json").is_file()
+    assert (tmp_path / "mnist" / "conv_logistic" / "3" / "vae.pt").is_file()
+    assert (tmp_path / "mnist" / "fc" / "3" / "nll" / "anomaly_summary.json").is_file()
 
 
 def test_small_data_benchmark_trains_each_augment_and_prints_its_table(

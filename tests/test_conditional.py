@@ -134,7 +134,7 @@ def test_a_conditional_vae_trains_tests_and_draws_each_digit(tiny: Tiny, tmp_pat
     assert metrics["test_nll_iw"] < metrics["neg_elbo"] and "class_accuracy" in metrics
     assert _grid_rows(tmp_path / "generated_image_epoch_2.png", 28) == 10
     vae = load_model(tmp_path / "vae.pt")
-    assert vae.sample(3, labels=torch.tensor([4, 4, 4])).shape == (3, 784)
+    assert vae.sample(3, labels=torch.tensor([4, 4, 4])).shape == (3, 1, 28, 28)
 
 
 def test_a_conditional_run_resumes_exactly(tiny: Tiny, tmp_path: Path) -> None:

@@ -6,8 +6,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models import MODELS, VAE, DCGANDiscriminator, DCGANGenerator, FCDiscriminator, FCGenerator
+from models import (
+    MODELS,
+    VAE,
+    VAE_ARCHITECTURES,
+    ConvVAE,
+    DCGANDiscriminator,
+    DCGANGenerator,
+    FCDiscriminator,
+    FCGenerator,
+    names_of_kind,
+)
 from models.gan import Dropout
+from models.likelihoods import LIKELIHOODS
 from trainers.objectives import vae_negative_elbo
 
 
@@ -93,19 +104,63 @@ def test_dcgan_init_follows_the_paper() -> None:
     assert abs(torch.cat(norms).mean().item() - 1.0) < 0.01
 
 
-def test_vae_encode_decode_sample_shapes_and_ranges() -> None:
-    vae = VAE(hidden_size=32, latent_dim=6)
-    x = torch.rand(5, 1, 28, 28)
+VAES = [  # (architecture, constructor kwargs): every image shape the conv VAE is for, and the SPEC's
+    ("fc", {"hidden_size": 32, "latent_dim": 6}),
+    ("conv", {"latent_dim": 6, "image_channels": 1, "image_side": 28, "base_channels": 4}),
+    ("conv", {"latent_dim": 6, "image_channels": 3, "image_side": 32, "base_channels": 4}),
+    ("conv", {"latent_dim": 6, "image_channels": 3, "image_side": 64, "base_channels": 2}),
+    ("conv", {"latent_dim": 6, "image_channels": 1, "image_side": 128, "base_channels": 2}),
+]
+
+
+@pytest.mark.parametrize("likelihood", list(LIKELIHOODS))
+@pytest.mark.parametrize(("architecture", "kwargs"), VAES, ids=[f"{a}_{k.get('image_side', 28)}" for a, k in VAES])
+def test_every_vae_follows_the_interface(architecture: str, kwargs: dict, likelihood: str) -> None:
+    vae = VAE_ARCHITECTURES[architecture](**kwargs, likelihood=likelihood)
+    shape = vae.image_shape
+    params = LIKELIHOODS[likelihood].num_params
+    x = torch.rand(5, *shape)
     mu, logvar = vae.encode(x)
-    assert mu.shape == logvar.shape == (5, 6)
+    assert mu.shape == logvar.shape == (5, 6) and vae.latent_dim == 6
+    assert torch.equal(vae.encode(x.flatten(1))[0], mu)  # flat pixels are the same images
+    assert vae.decode_logits(torch.randn(2, 5, 6)).shape == (2, 5, params * shape[0], *shape[1:])  # K samples at once
     decoded = vae.decode(torch.randn(5, 6) * 10)
-    assert decoded.shape == (5, 784) and decoded.min() >= 0 and decoded.max() <= 1
-    assert vae.reconstruct(x).shape == (5, 784)
+    assert decoded.shape == (5, *shape) and decoded.min() >= 0 and decoded.max() <= 1
+    assert vae.reconstruct(x).shape == (5, *shape)
+    out = vae(x)
+    assert set(out) == {"logits", "mu", "logvar"} and out["logits"].shape == (5, params * shape[0], *shape[1:])
     samples = vae.sample(7)
-    assert samples.shape == (7, 784) and samples.min() >= 0 and samples.max() <= 1
+    assert samples.shape == (7, *shape) and samples.min() >= 0 and samples.max() <= 1
     same = [vae.sample(3, generator=torch.Generator().manual_seed(1)) for _ in range(2)]
     assert torch.equal(*same)
-    assert vae.latent_dim == 6 and vae.image_shape == (1, 28, 28)
+    terms = vae_negative_elbo(x, **out, likelihood=likelihood)
+    assert terms["loss"].shape == (5,) and torch.isfinite(terms["loss"]).all()
+    terms["loss"].mean().backward()
+    for name, p in vae.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_the_discretized_logistic_is_a_probability_of_each_8_bit_value() -> None:
+    """Its 256 bins sum to 1 for any location and scale, and a narrow one centred on a value gives it
+    almost all the mass (the end bins take the tails)."""
+    levels = torch.arange(256.0) / 255
+    logistic = LIKELIHOODS["logistic"]
+    for loc, log_scale in [(0.0, -3.0), (2.0, -6.0), (-5.0, 0.5), (0.3, -9.5)]:
+        params = torch.tensor([loc, log_scale]).view(1, 2, 1, 1).expand(256, 2, 1, 1)
+        probs = logistic.log_prob(levels.view(256, 1, 1, 1), params).exp()
+        assert abs(probs.sum().item() - 1) < 1e-4, (loc, log_scale)
+    value = levels[100]
+    centred = torch.stack([torch.logit(value), torch.tensor(-7.0)]).view(1, 2, 1, 1)
+    assert logistic.log_prob(value.view(1, 1, 1, 1), centred).exp().item() > 0.99
+
+
+def test_the_continuous_bernoulli_is_a_density_and_the_bernoulli_its_unnormalised_part() -> None:
+    x = torch.linspace(0, 1, 20001).view(-1, 1, 1, 1)
+    logits = torch.full_like(x, 1.7)
+    density = LIKELIHOODS["continuous_bernoulli"].log_prob(x, logits).exp()
+    assert abs(torch.trapezoid(density.flatten(), x.flatten()).item() - 1) < 1e-3
+    bernoulli = LIKELIHOODS["bernoulli"].log_prob(x, logits)
+    assert torch.allclose(bernoulli, -F.binary_cross_entropy_with_logits(logits, x, reduction="none"))
 
 
 def test_vae_forward_samples_z_in_training_and_evaluation_alike() -> None:
@@ -116,7 +171,6 @@ def test_vae_forward_samples_z_in_training_and_evaluation_alike() -> None:
     for mode in (vae.train, vae.eval):
         mode()
         out = vae(x)
-        assert set(out) == {"logits", "mu", "logvar"} and out["logits"].shape == (4, 784)
         assert not torch.equal(out["logits"], vae(x)["logits"])
         torch.manual_seed(3)
         first = vae(x)["logits"]
@@ -160,14 +214,16 @@ def test_gradients_reach_every_parameter(make) -> None:
 
 
 def test_registry_and_config_rebuild_every_model() -> None:
-    gan_and_vae = {"FCGenerator", "FCDiscriminator", "DCGANGenerator", "DCGANDiscriminator", "VAE"}
-    assert set(MODELS) == gan_and_vae | {"SmallCNN"}  # SmallCNN: the quality metrics' classifier
+    assert set(VAE_ARCHITECTURES.values()) <= set(MODELS.values())
+    assert all(MODELS[name].kind == "vae" for name in names_of_kind("vae"))
+    assert set(names_of_kind("generator", "vae")) == set(names_of_kind("generator")) | set(names_of_kind("vae"))
     instances = [
         FCGenerator(8, 16, generator_hidden_layers=1),
         FCDiscriminator(discriminator_hidden_size=16, discriminator_hidden_layers=3),
         DCGANGenerator(latent_dim=8, feature_maps=4, image_channels=1, image_size=16),
         DCGANDiscriminator(feature_maps=4, image_channels=1, image_size=16),
         VAE(hidden_size=16, latent_dim=4, num_hidden_layers=2),
+        ConvVAE(latent_dim=4, image_channels=3, image_side=32, base_channels=4, likelihood="logistic"),
     ]
     for model in instances:
         rebuilt = MODELS[type(model).__name__](**model.config)
@@ -203,6 +259,6 @@ def test_vae_without_hidden_layers_is_refused_or_works() -> None:
     except ValueError:
         return
     x = torch.rand(3, 784)
-    terms = vae.loss(x, vae(x))  # a model that builds must also run
-    assert torch.isfinite(terms["loss"])
-    assert vae.decode(torch.randn(3, 4)).shape == (3, 784)
+    terms = vae_negative_elbo(x, **vae(x))  # a model that builds must also run
+    assert torch.isfinite(terms["loss"]).all()
+    assert vae.decode(torch.randn(3, 4)).shape == (3, 1, 28, 28)

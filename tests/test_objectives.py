@@ -8,12 +8,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models import VAE
+from models import VAE, ConvVAE
 from trainers.objectives import (
     GAN_LOSSES,
     gan_discriminator_loss,
     gan_generator_loss,
     gradient_penalty,
+    reconstruction_log_prob,
     vae_importance_weighted_nll,
     vae_negative_elbo,
 )
@@ -34,7 +35,7 @@ def test_vae_negative_elbo_terms_per_image() -> None:
     assert torch.allclose(terms["loss"], terms["reconstruction"] + terms["kl"])
     assert (terms["kl"] >= 0).all()
     # Reconstruction: BCE summed over each image's pixels.
-    expected = F.binary_cross_entropy(torch.sigmoid(out["logits"]), x.flatten(1), reduction="none").sum(1)
+    expected = F.binary_cross_entropy(torch.sigmoid(out["logits"]), x, reduction="none").flatten(1).sum(1)
     assert torch.allclose(terms["reconstruction"], expected, rtol=1e-4)
     # KL of the standard normal to itself is 0; a mean shifted by 2 in 6 dimensions costs 0.5 * 4 * 6.
     zeros = torch.zeros(5, 6)
@@ -52,7 +53,7 @@ def _exact_nll(vae: VAE, x: torch.Tensor, half_width: float = 7.0, points: int =
     cell = math.log((axis[1] - axis[0]).item() ** 2)
     log_pz = -0.5 * (z.pow(2) + math.log(2 * math.pi)).sum(1)
     with torch.no_grad():
-        logits = vae.decode_logits(z.float()).double()
+        logits = vae.decode_logits(z.float()).double().flatten(1)
     nll = []
     for image in x.flatten(1).double():
         log_px_z = -F.binary_cross_entropy_with_logits(logits, image.expand_as(logits), reduction="none").sum(1)
@@ -83,6 +84,37 @@ def test_importance_weighted_nll_converges_to_the_exact_likelihood() -> None:
     with torch.no_grad():
         elbo = vae_negative_elbo(many, **vae(many))["loss"].view(4000, 2).mean(0)
     assert torch.allclose(one, elbo, atol=0.05)
+
+
+@pytest.mark.parametrize("likelihood", ["continuous_bernoulli", "logistic"])
+def test_importance_weighted_nll_of_a_conv_vae_converges_under_each_likelihood(likelihood: str) -> None:
+    """The same estimator for a convolutional VAE and the other likelihoods: the grid's exact -log p(x)
+    (of 8-bit images for the discretized logistic) is approached as K grows."""
+    torch.manual_seed(0)
+    vae = ConvVAE(latent_dim=2, image_channels=1, image_side=8, base_channels=2, likelihood=likelihood).eval()
+    x = torch.randint(0, 256, (6, 1, 8, 8)).float() / 255
+    axis = torch.linspace(-6, 6, 201, dtype=torch.float64)
+    z = torch.cartesian_prod(axis, axis)
+    with torch.no_grad():
+        logits = vae.decode_logits(z.float()).double()
+    log_pz = -0.5 * (z.pow(2) + math.log(2 * math.pi)).sum(1)
+    cell = math.log((axis[1] - axis[0]).item() ** 2)
+    exact = torch.stack(
+        [
+            -(
+                torch.logsumexp(
+                    reconstruction_log_prob(image.double(), logits, likelihood).flatten(1).sum(1) + log_pz, 0
+                )
+                + cell
+            )
+            for image in x
+        ]
+    )
+    errors = []
+    for k in (1, 30, 1000):
+        estimate = vae_importance_weighted_nll(vae, x.repeat(16, 1, 1, 1), k, torch.Generator().manual_seed(1))
+        errors.append((estimate.double().view(16, -1) - exact).abs().mean().item())
+    assert errors[0] > errors[1] > errors[2] and errors[2] < 0.05 * errors[0] + 0.02
 
 
 def test_importance_weighted_nll_is_seeded_and_below_the_elbo_on_average() -> None:

@@ -14,25 +14,39 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.likelihoods import LIKELIHOODS
 from trainers.needs import Needs
 
 LOG_2PI = math.log(2 * math.pi)
 
 
 def vae_negative_elbo(
-    x: torch.Tensor, logits: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, beta: float = 1.0
+    x: torch.Tensor,
+    logits: torch.Tensor,
+    mu: torch.Tensor,
+    logvar: torch.Tensor,
+    beta: float = 1.0,
+    likelihood: str = "bernoulli",
 ) -> dict[str, torch.Tensor]:
     """-ELBO(x) = E_q[-log p(x|z)] + beta * KL(q(z|x) || N(0, I)) per image (Kingma & Welling, 2014).
 
-    `logits` decode one z ~ q(z|x), so `reconstruction` is a one-sample estimate of the expected
-    Bernoulli negative log-likelihood (BCE summed over pixels); the KL of two Gaussians is exact.
-    beta = 1 is the ELBO; beta != 1 trains a beta-VAE (Higgins et al., 2017), and `loss` is then
-    the training objective, not a bound: `neg_elbo` is always the beta = 1 sum.
+    `logits` are p(x|z)'s parameters at one z ~ q(z|x), so `reconstruction` is a one-sample estimate of the
+    expected negative log-likelihood under `likelihood` (models/likelihoods.py; the Bernoulli's is the BCE
+    summed over pixels); the KL of two Gaussians is exact. beta = 1 is the ELBO; beta != 1 trains a beta-VAE
+    (Higgins et al., 2017), and `loss` is then the training objective, not a bound.
     """
-    x = x.flatten(1)
-    reconstruction = F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(1)
+    reconstruction = -reconstruction_log_prob(x, logits, likelihood).flatten(1).sum(1)
     kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp(), 1)
     return {"loss": reconstruction + beta * kl, "reconstruction": reconstruction, "kl": kl}
+
+
+def reconstruction_log_prob(x: torch.Tensor, logits: torch.Tensor, likelihood: str = "bernoulli") -> torch.Tensor:
+    """log p(x_i|z) per value, (..., C, H, W): the terms whose sum is the image's log-likelihood given z (their
+    map shows where an image is unlikely). x: images (N, C, H, W) or flat (N, C*H*W); logits: p(x|z)'s
+    parameters (..., P*C, H, W) for those N images (leading dimensions broadcast, e.g. K samples of z)."""
+    pixel_likelihood = LIKELIHOODS[likelihood]
+    channels = logits.shape[-3] // pixel_likelihood.num_params
+    return pixel_likelihood.log_prob(x.reshape(-1, channels, *logits.shape[-2:]), logits)
 
 
 def pixel_entropy(x: torch.Tensor) -> torch.Tensor:
@@ -63,7 +77,6 @@ def vae_importance_weighted_nll(
     A conditional VAE given `labels` estimates -log p(x|y) the same way.
     """
     y = () if labels is None else (labels,)
-    x = x.flatten(1)
     chunk = max(1, 2**14 // len(x))
     mu, logvar = vae.encode(x, *y)
     std = torch.exp(0.5 * logvar)
@@ -72,8 +85,7 @@ def vae_importance_weighted_nll(
         k = min(chunk, num_samples - start)
         eps = torch.randn((k, *mu.shape), generator=generator, device=mu.device, dtype=mu.dtype)
         z = mu + eps * std
-        logits = vae.decode_logits(z, *y)
-        log_px_z = -F.binary_cross_entropy_with_logits(logits, x.expand(k, -1, -1), reduction="none").sum(2)
+        log_px_z = reconstruction_log_prob(x, vae.decode_logits(z, *y), vae.likelihood).flatten(2).sum(2)
         log_pz = -0.5 * (z.pow(2) + LOG_2PI).sum(2)
         log_qz_x = -0.5 * (eps.pow(2) + logvar + LOG_2PI).sum(2)
         log_weights.append(log_px_z + log_pz - log_qz_x)

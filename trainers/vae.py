@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from datasets import Loader, held_out_folder, make_loader
+from datasets import Loader, held_out_folder, make_loader, native_shape
+from models.likelihoods import bits_per_dim
 from trainers import distributed
 from trainers.base import EngineSettings, Trainer
 from trainers.keys import POSITIVE, at_least, default, key
 from trainers.objectives import vae_importance_weighted_nll, vae_negative_elbo
 from trainers.setup import prepare_run
 from trainers.speed import Speed, SpeedSettings, graphs_allowed, python_state
-from utils import pick_device, require
+from utils import keyword_defaults, pick_device, require
 
 
 @dataclass
@@ -73,7 +75,8 @@ class VAETrainer(Trainer):
         x = self.speed.batch(x)
         with self.speed.autocast():
             out = self.call_vae(x, *(() if labels is None else (labels,)))
-        per_image = vae_negative_elbo(x, **{name: value.float() for name, value in out.items()}, beta=self.beta)
+        out = {name: value.float() for name, value in out.items()}
+        per_image = vae_negative_elbo(x, **out, beta=self.beta, likelihood=self.vae.likelihood)
         terms = {name: value.mean() for name, value in per_image.items()}
         self.optimizers["vae"].zero_grad(set_to_none=True)
         terms["loss"].backward()
@@ -91,9 +94,9 @@ class VAETrainer(Trainer):
             torch.manual_seed(self.seed)
             for x, *y in map(self._with_labels, self.test_loader.batches(0)):
                 out = self.vae(x, *y)
-                terms = vae_negative_elbo(x, **out)
+                terms = vae_negative_elbo(x, **out, likelihood=self.vae.likelihood)
                 terms["reconstruction_at_mu"] = vae_negative_elbo(
-                    x, self.vae.decode_logits(out["mu"], *y), out["mu"], out["logvar"]
+                    x, self.vae.decode_logits(out["mu"], *y), out["mu"], out["logvar"], likelihood=self.vae.likelihood
                 )["reconstruction"]
                 for name, value in terms.items():
                     totals[name] = totals.get(name, 0.0) + value.sum().item()
@@ -121,7 +124,8 @@ class VAETrainer(Trainer):
         importance-weighted -log p(x), then the classifier-based metrics of the VAE's samples where the data
         set has a classifier."""
         row = self.history[-1]
-        metrics = {"neg_elbo": row["test_loss"], "reconstruction_bce": row["test_reconstruction"], "kl": row["test_kl"]}
+        reconstruction = "reconstruction_bce" if self.vae.likelihood == "bernoulli" else "reconstruction_nll"
+        metrics = {"neg_elbo": row["test_loss"], reconstruction: row["test_reconstruction"], "kl": row["test_kl"]}
         self.vae.eval()
         try:
             metrics["test_nll_iw"] = self.test_nll_iw()
@@ -133,6 +137,9 @@ class VAETrainer(Trainer):
             )
         finally:
             self.vae.train()
+        if self.vae.pixel_likelihood.discrete:  # a probability of the 8-bit image: also in bits per dimension
+            for name in ("neg_elbo", "test_nll_iw"):
+                metrics[f"{name}_bpd"] = bits_per_dim(metrics[name], self.vae.image_shape)
         return {**metrics, **sample}
 
     def metrics_protocol(self) -> dict:
@@ -143,6 +150,15 @@ class VAETrainer(Trainer):
             "test_nll_iw": f"importance-weighted -log p(x) (Burda et al., 2016), {self.iw_samples} samples "
             f"from q(z|x) per test image (seed {self.seed}), {images} test images",
             "iw_samples": self.iw_samples,
+            "likelihood": self.vae.likelihood,
+            **(
+                {
+                    "bits_per_dim": f"-log p(x) / (D ln 2), D = {math.prod(self.vae.image_shape)} 8-bit values, "
+                    f"under the {self.vae.likelihood} likelihood's probability of each 8-bit value"
+                }
+                if self.vae.pixel_likelihood.discrete
+                else {}
+            ),
         }
 
     @torch.no_grad()
@@ -169,13 +185,14 @@ class VAETrainer(Trainer):
 
 
 def train_vae(
-    vae_class: Callable[..., nn.Module],
+    vae_class: Callable[..., nn.Module] | dict[str, Callable[..., nn.Module]],
     model_kwargs: dict,
     dataset_kwargs: dict,
     trainer_kwargs: dict,
     model_dict_name: str = "mnist_model_kwargs",
 ) -> VAETrainer:
-    """Check the kwargs dicts of a main script, build the model and data, and train."""
+    """Check the kwargs dicts of a main script, build the model and data, and train. `vae_class` is a VAE class,
+    or architectures by name (models.VAE_ARCHITECTURES), of which model_kwargs['architecture'] picks one."""
     run = None
     try:
         run = _train_vae(vae_class, model_kwargs, dataset_kwargs, trainer_kwargs, model_dict_name)
@@ -184,19 +201,46 @@ def train_vae(
         distributed.stop(run)  # under torchrun: leave the process group, also after an error
 
 
+def pick_architecture(
+    architectures: dict[str, Callable[..., nn.Module]], model_kwargs: dict, dataset_kwargs: dict, dict_name: str
+) -> tuple[Callable[..., nn.Module], dict]:
+    """The class model_kwargs['architecture'] names and the keys it takes (the other architectures' keys are
+    set aside; a key none takes is left for build_models to name), an image shape left None the data's own."""
+    name = model_kwargs.get("architecture")
+    require(
+        name in architectures,
+        f"{dict_name}['architecture'] must be one of {', '.join(architectures)}, got {name!r}",
+    )
+    vae_class = architectures[name]
+    accepted = keyword_defaults(vae_class)
+    others = {key for cls in architectures.values() for key in keyword_defaults(cls)}
+    kwargs = {key: value for key, value in model_kwargs.items() if key in accepted or key not in others}
+    kwargs.pop("architecture")
+    if {"image_channels", "image_side"} <= accepted.keys() and None in (
+        kwargs.get("image_channels"),
+        kwargs.get("image_side"),
+    ):
+        channels, side = native_shape(dataset_kwargs.get("dataset_type"), dataset_kwargs.get("root"))
+        kwargs["image_channels"] = kwargs.get("image_channels") or channels
+        kwargs["image_side"] = kwargs.get("image_side") or side
+    return vae_class, kwargs
+
+
 def _train_vae(
-    vae_class: Callable[..., nn.Module],
+    vae_class: Callable[..., nn.Module] | dict[str, Callable[..., nn.Module]],
     model_kwargs: dict,
     dataset_kwargs: dict,
     trainer_kwargs: dict,
     model_dict_name: str,
 ) -> VAETrainer:
+    if isinstance(vae_class, dict):
+        vae_class, model_kwargs = pick_architecture(vae_class, model_kwargs, dataset_kwargs, model_dict_name)
     models, dataset, trainer, device = prepare_run(
         {"vae": vae_class}, model_kwargs, dataset_kwargs, VAETrainer, trainer_kwargs, model_dict_name
     )
     require(
         not dataset["normalize"],
-        "dataset_kwargs['normalize'] must be False for the VAE: its BCE loss needs pixels in [0, 1]",
+        "dataset_kwargs['normalize'] must be False for the VAE: its likelihood needs pixels in [0, 1]",
     )
     vae = models["vae"]
     loader = make_loader(vae.image_shape, device, trainer["seed"], True, **dataset)
