@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
 import io
 import itertools
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -51,7 +53,7 @@ from trainers import GANTrainer, VAETrainer  # noqa: E402
 from trainers.setup import build_models  # noqa: E402
 from trainers.speed import amp_dtype  # noqa: E402
 from trainers.vae import pick_architecture  # noqa: E402
-from utils import pick_device, run_cli  # noqa: E402
+from utils import pick_device, require, run_cli  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -305,6 +307,110 @@ def machine_now(device: torch.device, seconds: float = 0.5) -> tuple[float, floa
     return rates[0], rates[1]
 
 
+# ---------------------------------------------------------------------------- whole processes
+
+
+def wall_seconds(command: list[str], cwd: Path) -> float:
+    """One process from start to exit, its output discarded; a failure stops the benchmark with its error."""
+    began = time.perf_counter()
+    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
+    seconds = time.perf_counter() - began
+    require(done.returncode == 0, f"{' '.join(command)} failed: {done.stderr.strip().splitlines()[-1:]}")
+    return seconds
+
+
+def import_seconds(module: str) -> tuple[float, float]:
+    """(importing `module`, of which torch) in seconds, from python -X importtime's cumulative column."""
+    done = subprocess.run([sys.executable, "-X", "importtime", "-c", f"import {module}"], cwd=REPO, capture_output=True,
+                          text=True)  # fmt: skip
+    cumulative = {}
+    for line in done.stderr.splitlines():
+        parts = line.removeprefix("import time:").split("|")
+        if len(parts) == 3 and parts[1].strip().isdigit():
+            cumulative.setdefault(parts[2].strip(), int(parts[1]) / 1e6)  # the first: the top-level import
+    return cumulative.get(module, float("nan")), cumulative.get("torch", 0.0)
+
+
+def short_run_table(root: str, cifar_root: str, repeats: int) -> None:
+    """A 1-step run of each main script, metrics included, beside `import torch, torchvision` (what no
+    PyTorch program avoids), --help, and each script's import time."""
+    work = Path(tempfile.mkdtemp(prefix="short_"))
+    python = sys.executable
+    folder = ["--dataset-type", "image_folder", "--root", cifar_root]
+    commands = {
+        'python -c "import torch, torchvision"': [python, "-c", "import torch, torchvision"],
+        "python main_gan.py --help": [python, "main_gan.py", "--help"],
+    }
+    runs = {
+        "main_gan.py": ["main_gan.py", "--root", root],
+        "main_vae.py": ["main_vae.py", "--root", root],
+        "main_dcgan.py": ["main_dcgan.py", *folder],
+    }
+    for script, argv in runs.items():
+        short = ["--num-epochs", "1", "--max-samples", "16", "--resume", "false"]
+        commands[f"python {script} --num-epochs 1 --max-samples 16"] = [python, *argv, *short]
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    inside: dict[str, list[tuple[float, float]]] = {}
+    for _ in range(repeats):  # alternately: the machine's drift touches every row alike
+        for name, command in commands.items():
+            out = work / str(abs(hash(name)))
+            trains = "--max-samples" in name
+            times[name].append(wall_seconds([*command, "--output-dir", str(out)] if trains else command, REPO))
+            if "--max-samples" in name:
+                loop = sum(float(row["seconds"]) for row in csv.DictReader(open(out / "losses.csv")))
+                measured = out / "metrics.csv"  # none where the data set has no metrics (a folder without labels)
+                metrics = (
+                    [float(row["seconds"]) for row in csv.DictReader(open(measured))] if measured.is_file() else []
+                )
+                inside.setdefault(name, []).append((loop, metrics[-1] if metrics else 0.0))
+    base = statistics.median(times['python -c "import torch, torchvision"'])
+    print(f"\n## A short run from start to end\n\nmedian of {repeats} alternating runs (lowest-highest), in seconds; "
+          "the last column divides by `import torch, torchvision`\n")  # fmt: skip
+    print("| command | whole process | training loop | end-of-run metrics | x import torch, torchvision |")
+    print("| --- | --- | --- | --- | --- |")
+    for name, values in times.items():
+        loop = metrics = ""
+        if name in inside:
+            loop = f"{statistics.median(v[0] for v in inside[name]):.2f}"
+            metrics = f"{statistics.median(v[1] for v in inside[name]):.2f}"
+        median, spread = statistics.median(values), f"{min(values):.2f}-{max(values):.2f}"
+        print(f"| `{name}` | {median:.2f} ({spread}) | {loop} | {metrics} | {median / base:.2f} |")
+    print("\n| import | seconds | of which torch |\n| --- | --- | --- |")
+    for module in ("main_gan", "main_dcgan", "main_vae", "generate", "detect_vae_anamolies", "latent_space_vae",
+                   "latent_space_interpolation"):  # fmt: skip
+        total, torch_part = import_seconds(module)
+        print(f"| `{module}` | {total:.2f} | {torch_part:.2f} |")
+
+
+def full_epoch_processes(root: str, repeats: int) -> None:
+    """One full MNIST epoch of the FC GAN as a whole process, ours (main_gan.py, its end-of-run metrics
+    included) and the tutorial loop's (benchmarks/tutorial_gan.py), alternately."""
+    work = Path(tempfile.mkdtemp(prefix="epoch_"))
+    ours_cmd = [sys.executable, "main_gan.py", "--root", root, "--num-epochs", "1", "--resume", "false"]
+    tutorial_cmd = [sys.executable, "benchmarks/tutorial_gan.py", "--root", root, "--epochs", "1"]
+    rows: dict[str, list[tuple[float, float]]] = {"ours": [], "tutorial": []}
+    for i in range(repeats):
+        out = work / f"ours_{i}"
+        whole = wall_seconds([*ours_cmd, "--output-dir", str(out)], REPO)
+        rows["ours"].append((whole, sum(float(r["seconds"]) for r in csv.DictReader(open(out / "losses.csv")))))
+        began = time.perf_counter()
+        done = subprocess.run(tutorial_cmd, cwd=REPO, capture_output=True, text=True)
+        require(done.returncode == 0, f"the tutorial loop failed: {done.stderr.strip().splitlines()[-1:]}")
+        loop = float(done.stdout.strip().splitlines()[-1].split()[-2])
+        rows["tutorial"].append((time.perf_counter() - began, loop))
+    print(f"\n## One full MNIST epoch of the FC GAN, whole process\n\n{repeats} alternating runs each, seconds "
+          "(median, lowest-highest)\n")  # fmt: skip
+    print("| | whole process | training loop | outside the loop |\n| --- | --- | --- | --- |")
+    medians = {}
+    for name, values in rows.items():
+        whole, loop = (statistics.median(v[k] for v in values) for k in (0, 1))
+        medians[name] = (whole, loop)
+        spread = f"{min(v[0] for v in values):.1f}-{max(v[0] for v in values):.1f}"
+        print(f"| {name} | {whole:.1f} ({spread}) | {loop:.1f} | {whole - loop:.1f} |")
+    (ow, ol), (tw, tl) = medians["ours"], medians["tutorial"]
+    print(f"\nours is {tw / ow:.2f}x faster as a whole process, {tl / ol:.2f}x in the training loop")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", default=str(REPO.parent / "shared" / "data"), help="folder holding MNIST/raw")
@@ -320,6 +426,10 @@ def main(argv: list[str] | None = None) -> None:
                         help="also measure ours with amp=True (bf16), where the device has native bf16")  # fmt: skip
     parser.add_argument("--full-epoch", action=argparse.BooleanOptionalAction, default=True,
                         help="also time one whole MNIST epoch of the FC GAN at batch 16 (ours)")  # fmt: skip
+    parser.add_argument("--processes", type=int, default=3,
+                        help="runs of each whole-process timing (a 1-step run, --help); 0: skip")  # fmt: skip
+    parser.add_argument("--epoch-processes", type=int, default=2,
+                        help="whole-process runs of a full FC GAN epoch, ours and the tutorial's; 0: skip")  # fmt: skip
     parser.add_argument("--gpu-tflops", type=float, default=20.0,
                         help="for the GPU estimate of a CPU run: throughput reached on these small layers")  # fmt: skip
     parser.add_argument("--gpu-us-per-kernel", type=float, default=5.0,
@@ -450,6 +560,10 @@ def main(argv: list[str] | None = None) -> None:
             f"{args.gpu_us_per_kernel:g} us and GFLOP / {args.gpu_tflops:g} TFLOP/s. Evaluation and checkpoints "
             "excluded; `--device cuda` measures it."
         )
+    if args.processes:
+        short_run_table(args.root, cifar_root, args.processes)
+    if args.epoch_processes:
+        full_epoch_processes(args.root, args.epoch_processes)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 import sys
 import types
 from pathlib import Path
@@ -27,10 +28,15 @@ def test_speed_benchmark_prints_its_tables(
     benchmark.main(
         ["--root", str(mnist.root), "--cifar-root", str(image_folder), "--models", "gan,vae,dcgan", "--repeats", "1"]
         + ["--seconds", "0.001", "--batch-sizes", "16", "--no-amp", "--threads", "1"]
+        + ["--processes", "1", "--epoch-processes", "1"]
     )
     out = capsys.readouterr().out
-    for heading in ("ours against a tutorial loop", "What the batch size costs", "A full run"):
+    for heading in ("ours against a tutorial loop", "What the batch size costs", "A full run", "start to end"):
         assert heading in out
+    # The whole processes: each script's 1-step run with its loop and metrics, and the full epoch's ratio.
+    short = [line for line in out.splitlines() if "--max-samples 16" in line]
+    assert len(short) == 3 and all(line.count("|") == 6 for line in short)
+    assert "| `main_gan` |" in out and re.search(r"ours is [\d.]+x faster as a whole process", out)
     rows = [line for line in out.splitlines() if line.startswith(("| gan |", "| vae |", "| dcgan |"))]
     assert len(rows) == 9  # each model: comparison, batch size, full run
     assert rows[0].endswith("x |")  # the ratio column

@@ -37,6 +37,7 @@ from trainers.metrics import (
     fit_to_classifier,
     frechet_distance,
     kernel_distance,
+    knn_radii,
     make_generator_evaluator,
     precision_recall,
 )
@@ -101,6 +102,19 @@ def test_precision_and_recall() -> None:
     collapsed = np.repeat(real[:1], len(real), axis=0)
     precision, recall = precision_recall(real, collapsed)
     assert precision == 1.0 and recall < 0.05
+
+
+def test_precision_and_recall_are_torch_fidelitys_numbers_with_the_real_radii_cached() -> None:
+    """The blockwise computation (real radii computed once) gives torch-fidelity's metric_prc exactly."""
+    from torch_fidelity.metric_prc import prc_features_to_metric
+
+    rng = np.random.default_rng(3)
+    for n, shift in ((2500, 0.2), (700, 0.0)):  # 2500: more than one block of rows
+        real, fake = rng.normal(size=(n, 32)), 1.1 * rng.normal(size=(n, 32)) + shift
+        library = prc_features_to_metric(torch.from_numpy(fake).float(), torch.from_numpy(real).float(), verbose=False)
+        expected = (library["precision"], library["recall"])
+        assert precision_recall(real, fake) == expected
+        assert precision_recall(real, fake, real_radii=knn_radii(real)) == expected
 
 
 def test_library_metrics_equal_the_formulas_they_replaced() -> None:

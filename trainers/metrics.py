@@ -85,21 +85,43 @@ def class_entropy_bits(logits: np.ndarray) -> float:
     return float(-(share * np.log2(share)).sum() + 0.0)  # + 0.0: no "-0.0" for a single class
 
 
-def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[float, float]:
-    """Improved precision and recall (Kynkäänniemi et al. 2019) with k-nearest-neighbour balls: the share of
-    generated points inside the real points' balls, and of real points inside the generated ones'."""
-    from torch_fidelity.metric_prc import KEY_METRIC_PRECISION, KEY_METRIC_RECALL, prc_features_to_metric
+def knn_radii(features: np.ndarray, k: int = 3, chunk: int = 2000) -> np.ndarray:
+    """Each point's distance to its k-th nearest neighbour in the set (the point itself excluded): the radius
+    of its ball in improved precision and recall. Depends on one set only, so the real images' are cached."""
+    points = torch.from_numpy(features).float()
+    radii = [torch.cdist(part, points).topk(k + 1, largest=False).values[:, -1] for part in points.split(chunk)]
+    return torch.cat(radii).numpy()
 
-    real_t, fake_t = torch.from_numpy(real).float(), torch.from_numpy(fake).float()
-    out = prc_features_to_metric(fake_t, real_t, prc_neighborhood=k, verbose=False)  # input 1: generated
-    return out[KEY_METRIC_PRECISION], out[KEY_METRIC_RECALL]
+
+def _share_inside_balls(points: np.ndarray, centres: np.ndarray, radii: np.ndarray, chunk: int = 2000) -> float:
+    centre_t, radii_t = torch.from_numpy(centres).float(), torch.from_numpy(radii).float()
+    inside = [(torch.cdist(part, centre_t) <= radii_t).any(1) for part in torch.from_numpy(points).float().split(chunk)]
+    return torch.cat(inside).float().mean().item()
+
+
+def precision_recall(
+    real: np.ndarray, fake: np.ndarray, k: int = 3, real_radii: np.ndarray | None = None
+) -> tuple[float, float]:
+    """Improved precision and recall (Kynkäänniemi et al. 2019) with k-nearest-neighbour balls: the share of
+    generated points inside the real points' balls, and of real points inside the generated ones'. The
+    computation of torch-fidelity's metric_prc, a block of rows at a time (no 10k x 10k matrix is kept) and
+    with the real balls' radii given where they are known."""
+    real_radii = knn_radii(real, k) if real_radii is None else real_radii
+    precision = _share_inside_balls(fake, real, real_radii)
+    recall = _share_inside_balls(real, fake, knn_radii(fake, k))
+    return precision, recall
 
 
 def feature_metrics(
-    real_features: np.ndarray, fake_features: np.ndarray, fake_logits: np.ndarray, seed: int = 0
+    real_features: np.ndarray,
+    fake_features: np.ndarray,
+    fake_logits: np.ndarray,
+    seed: int = 0,
+    real_radii: np.ndarray | None = None,
 ) -> dict[str, float]:
-    """All generator metrics of one generated set against the real one."""
-    precision, recall = precision_recall(real_features, fake_features)
+    """All generator metrics of one generated set against the real one (`real_radii`: knn_radii of the real
+    features, where they are known)."""
+    precision, recall = precision_recall(real_features, fake_features, real_radii=real_radii)
     return {
         "frechet_distance": frechet_distance(real_features, fake_features),
         "kid": kernel_distance(real_features, fake_features, seed=seed),
@@ -204,8 +226,9 @@ class GeneratorEvaluator:
             features, logits = self.embed(batches)
             labels = np.zeros(0, np.int64) if real_labels is None else real_labels.cpu().numpy()
             cached = {"features": features, "logits": logits, "labels": labels, "shape": real_images.shape[1:]}
+            cached["radii"] = knn_radii(features)
             _write_real_features(cache, cached)
-        self.real_features, self.real_logits = cached["features"], cached["logits"]
+        self.real_features, self.real_logits, self.real_radii = cached["features"], cached["logits"], cached["radii"]
         labels = np.asarray(cached["labels"], dtype=np.int64)
         self.real_labels = torch.from_numpy(labels) if len(labels) else None
         self.num_images, self.image_shape = len(self.real_features), tuple(int(n) for n in cached["shape"])
@@ -224,7 +247,7 @@ class GeneratorEvaluator:
     def evaluate_images(self, batches: Iterable[torch.Tensor]) -> dict[str, float]:
         """Metrics of a set of float [0, 1] images (given in batches) against the real test images."""
         features, logits = self.embed(batches)
-        metrics = feature_metrics(self.real_features, features, logits, self.seed)
+        metrics = feature_metrics(self.real_features, features, logits, self.seed, self.real_radii)
         if self.inception:  # FID and the Inception score by their names; ImageNet's classes say nothing here
             renamed = {"frechet_distance": "fid", "classifier_score": "inception_score"}
             return {renamed.get(k, k): v for k, v in metrics.items() if k != "class_entropy_bits"}
@@ -343,7 +366,7 @@ def _read_real_features(path: Path | None) -> dict | None:
         with np.load(path) as cached:
             features = cached["features"].astype(np.float64)  # stored as the network computed them: float32
             return {"features": features, "logits": cached["logits"].astype(np.float64), **{
-                k: cached[k] for k in ("labels", "shape")
+                k: cached[k] for k in ("labels", "shape", "radii")
             }}  # fmt: skip
     except (OSError, KeyError, ValueError):  # torn or foreign: computed again
         return None
