@@ -16,7 +16,7 @@ mnist_model_kwargs = {
     "image_size": 784,  # fc: 28x28 --> flatten
     "num_hidden_layers": 2,  # fc: hidden layers in the encoder and in the decoder (1 with the SPEC's settings)
     "num_classes": None,  # 10: a conditional VAE (decode a chosen digit); None: unconditional
-    "likelihood": "bernoulli",  # p(x|z): bernoulli (the SPEC's BCE), continuous_bernoulli or logistic (8-bit, bits/dim)
+    "likelihood": None,  # p(x|z): bernoulli (BCE), continuous_bernoulli, logistic; None: fc bernoulli, conv logistic
     "image_channels": None,  # conv: None = the data's (1 for MNIST, 3 for CIFAR-10, a folder's first image)
     "image_side": None,  # conv: pixels; None = the data's (28 MNIST, 32 CIFAR-10, a folder's first image, at most 64)
     "base_channels": 32,  # conv: channels of the first convolution, doubled at each halving of the image

@@ -20,6 +20,7 @@ from models import (
 from models.gan import Dropout
 from models.likelihoods import LIKELIHOODS
 from trainers.objectives import vae_negative_elbo
+from utils import UserError
 
 
 @pytest.fixture(autouse=True)
@@ -262,3 +263,22 @@ def test_vae_without_hidden_layers_is_refused_or_works() -> None:
     terms = vae_negative_elbo(x, **vae(x))  # a model that builds must also run
     assert torch.isfinite(terms["loss"]).all()
     assert vae.decode(torch.randn(3, 4)).shape == (3, 1, 28, 28)
+
+
+def test_an_architecture_takes_its_own_keys_and_defaults(tmp_path) -> None:
+    """main_vae.py's one dict serves every architecture: the others' keys are set aside, a key left None
+    is the architecture's default, and the conv VAE's image shape left None is the data's."""
+    from trainers.vae import pick_architecture
+
+    shared = {"architecture": "fc", "hidden_size": 16, "latent_dim": 4, "likelihood": None, "image_side": None}
+    mnist = {"dataset_type": "mnist", "root": str(tmp_path)}
+    cls, kwargs = pick_architecture(VAE_ARCHITECTURES, shared, mnist, "model_kwargs")
+    assert cls is VAE and "image_side" not in kwargs and kwargs["likelihood"] == "bernoulli"
+    cls, kwargs = pick_architecture(VAE_ARCHITECTURES, {**shared, "architecture": "conv"}, mnist, "model_kwargs")
+    assert cls is ConvVAE and "hidden_size" not in kwargs and kwargs["likelihood"] == ConvVAE().likelihood
+    assert (kwargs["image_channels"], kwargs["image_side"]) == (1, 28)
+    cifar = {"dataset_type": "cifar10", "root": str(tmp_path)}
+    _, kwargs = pick_architecture(VAE_ARCHITECTURES, {**shared, "architecture": "conv"}, cifar, "model_kwargs")
+    assert (kwargs["image_channels"], kwargs["image_side"]) == (3, 32)
+    with pytest.raises(UserError, match="architecture"):
+        pick_architecture(VAE_ARCHITECTURES, {**shared, "architecture": "transformer"}, mnist, "model_kwargs")

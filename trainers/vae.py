@@ -205,7 +205,8 @@ def pick_architecture(
     architectures: dict[str, Callable[..., nn.Module]], model_kwargs: dict, dataset_kwargs: dict, dict_name: str
 ) -> tuple[Callable[..., nn.Module], dict]:
     """The class model_kwargs['architecture'] names and the keys it takes (the other architectures' keys are
-    set aside; a key none takes is left for build_models to name), an image shape left None the data's own."""
+    set aside; a key none takes is left for build_models to name), an image shape left None the data's own,
+    another key left None the architecture's default."""
     name = model_kwargs.get("architecture")
     require(
         name in architectures,
@@ -223,6 +224,8 @@ def pick_architecture(
         channels, side = native_shape(dataset_kwargs.get("dataset_type"), dataset_kwargs.get("root"))
         kwargs["image_channels"] = kwargs.get("image_channels") or channels
         kwargs["image_side"] = kwargs.get("image_side") or side
+    # Any other key left None where the architecture has a default of its own takes that default.
+    kwargs |= {key: accepted[key] for key, value in kwargs.items() if value is None and accepted.get(key) is not None}
     return vae_class, kwargs
 
 
