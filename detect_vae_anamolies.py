@@ -44,30 +44,25 @@ import csv
 import json
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
 
-matplotlib.use("Agg")  # write files only; never needs a display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score, roc_curve  # noqa: E402
-from torch import nn  # noqa: E402
-from torchvision.utils import save_image  # noqa: E402
-
-from datasets import as_class_list, load_folder, load_test_images, to_float  # noqa: E402
-from models import names_of_kind  # noqa: E402
-from trainers.objectives import (  # noqa: E402
+from datasets import as_class_list, load_folder, load_test_images, to_float
+from models import names_of_kind
+from trainers.objectives import (
     pixel_entropy,
     reconstruction_log_prob,
     vae_importance_weighted_nll,
     vae_negative_elbo,
 )
-from trainers.setup import make_output_dir  # noqa: E402
-from utils import (  # noqa: E402
+from trainers.setup import make_output_dir
+from utils import (
     analysis_main,
     load_trained,
     pick_device,
+    pyplot,
     require,
     resolve_weights,
     run_cli,
@@ -218,6 +213,8 @@ def trained_labels(dataset: dict, root: str | None, image_shape: tuple[int, int,
 def score_threshold(errors: np.ndarray, is_anomaly: np.ndarray, threshold_percentile: float) -> dict[str, float]:
     """AUROC of the error as an anomaly score; precision, recall and F1 of flagging errors above the
     `threshold_percentile` percentile of the normal images' errors."""
+    from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score
+
     threshold = float(np.percentile(errors[~is_anomaly], threshold_percentile))
     flagged = errors > threshold
     return {
@@ -232,6 +229,7 @@ def score_threshold(errors: np.ndarray, is_anomaly: np.ndarray, threshold_percen
 def plot_histograms(
     errors: np.ndarray, is_anomaly: np.ndarray, names: tuple[str, str], summary: dict, path: Path
 ) -> None:
+    plt = pyplot()
     bins = np.histogram_bin_edges(errors, bins=60)
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for flag, name, color in ((False, names[0], "tab:blue"), (True, names[1], "tab:red")):
@@ -250,6 +248,9 @@ def plot_histograms(
 
 
 def plot_roc(errors: np.ndarray, is_anomaly: np.ndarray, summary: dict, path: Path) -> None:
+    from sklearn.metrics import roc_curve  # imported when first used
+
+    plt = pyplot()
     fpr, tpr, _ = roc_curve(is_anomaly, errors)
     flagged = errors > summary["threshold"]
     point = (flagged[~is_anomaly].mean(), flagged[is_anomaly].mean())  # (FPR, TPR) at the threshold
@@ -272,6 +273,8 @@ def save_examples(
     vae: nn.Module, normal: torch.Tensor, anomalous: torch.Tensor, path: Path, device: torch.device
 ) -> None:
     """Rows of up to 8: normal images, their reconstructions, anomalous images, their reconstructions."""
+    from torchvision.utils import save_image
+
     n = min(8, len(normal), len(anomalous))
     shape = (-1, *vae.image_shape)
     rows = []
@@ -429,6 +432,8 @@ def score_folder(
 ) -> dict:
     """Score every image in the folder `images`, flag those above the threshold the normal images set,
     and write the scores, the most anomalous images and their anomaly maps into `out`."""
+    from torchvision.utils import save_image
+
     pictures, files = load_folder(images, vae.image_shape)
     if normal_images is not None:
         normal, _ = load_folder(normal_images, vae.image_shape)
@@ -492,6 +497,7 @@ def plot_anomaly_maps(
 ) -> None:
     """A row per image: the image, its reconstruction, and the score's per-pixel term over the image
     (one colour scale for all rows, so the maps compare)."""
+    plt = pyplot()
     device = scoring["device"]
     maps = anomaly_maps(vae, x, device, scoring["subtract_pixel_entropy"]).clamp(min=0)
     with torch.no_grad():

@@ -28,7 +28,6 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import nn
-from torchvision.utils import make_grid, save_image
 
 from datasets import load_test_images, to_float
 from models import names_of_kind
@@ -180,6 +179,8 @@ def to_pil(grid: torch.Tensor, scale: int = 1) -> Image.Image:
 def save_gif(images: torch.Tensor, path: Path, frame_ms: int, scale: int) -> int:
     """Frame s shows step s of every path side by side; plays forth and back so the loop has no jump.
     Returns the number of frames."""
+    from torchvision.utils import make_grid  # imported when first drawn
+
     rows, steps = images.shape[:2]
     frames = [to_pil(make_grid(images[:, s], nrow=rows, padding=2), scale) for s in range(steps)]
     frames += frames[-2:0:-1]  # back again, without repeating the two ends
@@ -259,6 +260,8 @@ def run_interpolation(
     images = render_paths(model, interpolate(z0, z1, num_steps, method), normalize, labels)
 
     outputs = {"grid": folder / "latent_space_interpolation.png", "gif": folder / "latent_space_interpolation.gif"}
+    from torchvision.utils import save_image
+
     save_image(images.flatten(0, 1), outputs["grid"], nrow=num_steps, padding=2)
     frames = save_gif(images, outputs["gif"], gif_frame_ms, gif_scale)
     source = "encodings of test-image pairs" if is_vae else "random latents"

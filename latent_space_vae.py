@@ -20,26 +20,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import torch
+from torch import nn
 
-matplotlib.use("Agg")  # write files only; never needs a display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from sklearn.decomposition import PCA  # noqa: E402
-from sklearn.manifold import TSNE  # noqa: E402
-from sklearn.metrics import silhouette_score  # noqa: E402
-from sklearn.model_selection import StratifiedKFold, cross_val_score  # noqa: E402
-from sklearn.neighbors import KNeighborsClassifier  # noqa: E402
-from torch import nn  # noqa: E402
-
-from datasets import load_test_images, to_float  # noqa: E402
-from models import names_of_kind  # noqa: E402
-from trainers.setup import make_output_dir  # noqa: E402
-from utils import (  # noqa: E402
+from datasets import load_test_images, to_float
+from models import names_of_kind
+from trainers.setup import make_output_dir
+from utils import (
     analysis_main,
     load_trained,
     pick_device,
+    pyplot,
     require,
     resolve_weights,
     run_cli,
@@ -84,6 +76,9 @@ def embed_2d(
     latents: np.ndarray, method: str = "pca", seed: int = 0, perplexity: float = 30.0
 ) -> tuple[np.ndarray, list[float] | None]:
     """Latents (N, D) -> 2D points (N, 2), and for PCA the variance ratio each component explains."""
+    from sklearn.decomposition import PCA  # scikit-learn: imported when first used
+    from sklearn.manifold import TSNE
+
     require(method in METHODS, f"unknown method '{method}': use {' or '.join(METHODS)}")
     require(len(latents) >= 3, f"need at least 3 images for a 2D map, got {len(latents)}")
     if method == "pca":
@@ -100,6 +95,10 @@ def separation(
     """Cross-validated k-NN accuracy and silhouette score of the labels in these coordinates
     (None where there are too few images or classes for them), with the k and folds they used: the
     folds at most the rarest class's count, k at most a fold's training images."""
+    from sklearn.metrics import silhouette_score
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.neighbors import KNeighborsClassifier
+
     counts = np.bincount(labels)
     counts = counts[counts > 0]
     result: dict[str, float | None] = {"knn_accuracy": None, "silhouette": None, "neighbors": None, "folds": None}
@@ -120,6 +119,7 @@ def separation(
 
 
 def plot_map(points: np.ndarray, labels: np.ndarray, title: str, path: Path) -> None:
+    plt = pyplot()
     classes = np.unique(labels)
     cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
     fig, ax = plt.subplots(figsize=(7.5, 6.5))
