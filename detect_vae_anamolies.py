@@ -95,7 +95,7 @@ DEFAULT_WEIGHTS = "mnist_VAE/vae.pt"  # main_vae.py's output_dir
 CORRUPTIONS = ("gaussian_noise", "salt_pepper", "patch")
 ANOMALIES = (*CORRUPTIONS, "classes")
 SCORES = {
-    "reconstruction": "reconstruction error (BCE of the mean latent's decoding)",
+    "reconstruction": "reconstruction error (-log p(x|z) at the mean latent: the BCE for a Bernoulli VAE)",
     "elbo": "negative ELBO (one z ~ q(z|x))",
     "nll": "-log p(x), importance-weighted",
 }

@@ -100,7 +100,7 @@ def score_class(weights: Path, out: Path, args: argparse.Namespace) -> dict[str,
 
 def markdown(dataset_name: str, variant: str, rows: dict[str, dict[str, float]]) -> str:
     scores = [column for column in COLUMNS if all(column in row for row in rows.values())]
-    names = {"spec": "SPEC's BCE (`reconstruction`, no correction)"}
+    names = {"spec": "`reconstruction`, no entropy correction (Bernoulli: the SPEC's BCE)"}
     headings = [names.get(column, f"`{column}`") for column in scores]
     bpd = all("test_nll_iw_bpd" in row for row in rows.values())  # a discrete likelihood: -log p(x) in bits/dim
     lines = [
