@@ -89,14 +89,20 @@ def load_test_images(
     root: str | None = None,
     max_samples: int | None = None,
     classes: list | None = None,
+    train: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The test images of the data a model was trained on. `dataset` is the dataset kwargs saved
     in its weights file; `root` (if given) says where the data are now. For an image_folder they are
-    those of its `held_out_folder`, or its own images where it has none."""
+    those of its `held_out_folder`, or its own images where it has none. With `train`, the training
+    images instead: those the model saw (its `classes`, the first of its `max_samples`), at most max_samples."""
+    if train:
+        classes = dataset.get("classes")
+        limits = [n for n in (max_samples, dataset.get("max_samples")) if n is not None]
+        max_samples = min(limits) if limits else None
     return load_images(
         dataset.get("dataset_type", "mnist"),
         root if root is not None else dataset.get("root", "data"),
-        train=False,
+        train=train,
         image_shape=image_shape,
         max_samples=max_samples,
         classes=classes,

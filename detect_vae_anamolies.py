@@ -1,10 +1,16 @@
 """Anomaly detection with a trained VAE: images the model finds unlikely are flagged as anomalies.
 
-The score of an image (nats, higher = more anomalous) is, by `score`:
-    reconstruction   the binary cross-entropy summed over its pixels between the image and its
-                     reconstruction from the mean latent (the SPEC's reconstruction error)
+The score of an image (higher = more anomalous) is, by `score` (None: typicality for anomaly classes,
+else reconstruction, the SPEC's; the choices are measured in benchmarks/README.md, One-class):
+    reconstruction   -log p(x|z) at the mean latent, in nats: for a Bernoulli VAE the binary cross-entropy
+                     summed over the image's pixels (the SPEC's reconstruction error)
     elbo             its negative ELBO: one z ~ q(z|x), as in training (reconstruction + KL)
     nll              its -log p(x), importance-weighted with iw_samples samples (Burda et al., 2016)
+    typicality       how unlike the model's training images it is: the squared Mahalanobis distance of
+                     its statistics (reconstruction score, KL of q(z|x) from the prior, and its bits as
+                     a lossless PNG, its input complexity: Serra et al., 2020) from theirs, under a
+                     Gaussian fit to the first typicality_images of them (DoSE: Morningstar et al.,
+                     2021). Two-sided: an image simpler than the normal ones is odd too (unitless)
 With subtract_pixel_entropy, each score less sum_i H(x_i), the binary entropy of the image's own
 grey levels: the floor of its BCE, which grows with the soft edges of its strokes. The
 reconstruction score then becomes the KL divergence of Bernoulli(x) from Bernoulli(reconstruction),
@@ -41,6 +47,7 @@ writes beside the weights file.
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 
@@ -77,8 +84,10 @@ anomaly_kwargs = {
     "normal_images": None,  # with images: known-good images that set the threshold; None: the model's test split
     "num_maps": 8,  # with images: anomaly maps of this many of the most anomalous
     "anomaly": "gaussian_noise",  # gaussian_noise, salt_pepper, patch or classes
-    "score": "reconstruction",  # reconstruction (the SPEC's), elbo or nll (see above)
+    "score": None,  # reconstruction, elbo, nll or typicality (above); None: typicality for anomaly classes,
+    # else reconstruction (the SPEC's): the better of the two in each benchmark (docs/results.md, One-class)
     "iw_samples": 100,  # score nll: importance samples per image
+    "typicality_images": 10000,  # score typicality: how many of the model's training images define typical
     "subtract_pixel_entropy": True,  # less each image's own pixel entropy (above); SPEC's BCE error: False
     "noise_std": 0.2,  # gaussian_noise: standard deviation, pixels being in [0, 1]
     "salt_pepper_amount": 0.1,  # salt_pepper: fraction of pixels set to 0 or 1
@@ -98,6 +107,7 @@ SCORES = {
     "reconstruction": "reconstruction error (-log p(x|z) at the mean latent: the BCE for a Bernoulli VAE)",
     "elbo": "negative ELBO (one z ~ q(z|x))",
     "nll": "-log p(x), importance-weighted",
+    "typicality": "atypicality (squared Mahalanobis distance of reconstruction, KL and PNG bits from training's)",
 }
 BATCH_SIZE = 1000
 # Which strength keys belong to which corruption (reported in the summary).
@@ -147,6 +157,58 @@ def corrupt(images: torch.Tensor, anomaly: str, generator: torch.Generator, **st
     return out.clamp(0, 1)
 
 
+def compressed_bits(images: torch.Tensor) -> np.ndarray:
+    """Bits of each image (N, C, H, W) in [0, 1] as a lossless PNG at its highest compression: the image's
+    input complexity (Serra et al., 2020), low for plain images, high for busy ones."""
+    from PIL import Image
+
+    pixels = (images * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    bits = []
+    for image in pixels:
+        buffer = io.BytesIO()
+        Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(buffer, format="PNG", compress_level=9)
+        bits.append(8.0 * buffer.tell())
+    return np.asarray(bits)
+
+
+@torch.no_grad()
+def image_statistics(
+    vae: nn.Module, images: torch.Tensor, device: torch.device, subtract_pixel_entropy: bool = False
+) -> np.ndarray:
+    """(N, 3) per image in [0, 1]: its reconstruction score and the KL divergence of q(z|x) from the prior
+    (nats), and its compressed_bits."""
+    subtract = subtract_pixel_entropy and vae.likelihood == "bernoulli"
+    rows = []
+    for batch in images.split(BATCH_SIZE):
+        x = batch.to(device)
+        mu, logvar = vae.encode(x)
+        terms = vae_negative_elbo(x, vae.decode_logits(mu), mu, logvar, likelihood=vae.likelihood)
+        reconstruction = terms["reconstruction"] - pixel_entropy(x) if subtract else terms["reconstruction"]
+        rows.append(torch.stack([reconstruction, terms["kl"]], 1).double().cpu())
+    return np.column_stack([torch.cat(rows).numpy(), compressed_bits(images)])
+
+
+class Typicality:
+    """How unlike normal images an image is: the squared Mahalanobis distance of its image_statistics from
+    theirs, under a Gaussian fit to them (DoSE, Morningstar et al., 2021). Each statistic is scaled by its
+    spread over the normal images first; a constant one drops out."""
+
+    def __init__(self, normal_statistics: np.ndarray) -> None:
+        require(len(normal_statistics) >= 2, "typicality needs 2 or more training images: raise typicality_images")
+        self.count = len(normal_statistics)
+        self.mean = normal_statistics.mean(0)
+        spread = normal_statistics.std(0)
+        self.scale = np.where(spread > 0, spread, 1.0)
+        self.precision = np.linalg.pinv(np.atleast_2d(np.cov(self.standardize(normal_statistics), rowvar=False)))
+
+    def standardize(self, statistics: np.ndarray) -> np.ndarray:
+        return (statistics - self.mean) / self.scale
+
+    def __call__(self, statistics: np.ndarray) -> np.ndarray:
+        offset = self.standardize(statistics)
+        return np.einsum("ni,ij,nj->n", offset, self.precision, offset)
+
+
 @torch.no_grad()
 def anomaly_scores(
     vae: nn.Module,
@@ -156,9 +218,14 @@ def anomaly_scores(
     seed: int = 0,
     iw_samples: int = 100,
     subtract_pixel_entropy: bool = False,
+    typical: Typicality | None = None,
 ) -> np.ndarray:
     """Per-image `score` (see the module's docstring) of images in [0, 1], in nats, from the VAE's own
-    objective code (trainers/objectives.py); z is drawn from a generator seeded with `seed`."""
+    objective code (trainers/objectives.py); z is drawn from a generator seeded with `seed`. Score
+    typicality measures against `typical`, fit to normal images' image_statistics."""
+    if score == "typicality":
+        require(typical is not None, "score typicality needs the normal images' statistics (Typicality)")
+        return typical(image_statistics(vae, images, device, subtract_pixel_entropy))
     generator = torch.Generator(device).manual_seed(seed)
     subtract = subtract_pixel_entropy and vae.likelihood == "bernoulli"
     scores = []
@@ -237,7 +304,8 @@ def plot_histograms(
         ax.hist(errors[is_anomaly == flag], bins=bins, alpha=0.55, density=True, color=color, label=name)
     ax.axvline(summary["threshold"], color="black", ls="--", lw=1, label=f"threshold ({summary['threshold']:.1f})")
     less = " less the pixel entropy" if summary["subtract_pixel_entropy"] else ""
-    ax.set_xlabel(f"{SCORES[summary['score']]}{less}, nats")
+    unit = "" if summary["score"] == "typicality" else ", nats"
+    ax.set_xlabel(f"{SCORES[summary['score']]}{less}{unit}")
     ax.set_ylabel("density")
     ax.set_title(f"VAE anomaly score per image (AUROC {summary['auroc']:.3f})")
     ax.legend()
@@ -291,8 +359,9 @@ def run_detection(
     normal_images: str | None = None,
     num_maps: int = 8,
     anomaly: str = "gaussian_noise",
-    score: str = "reconstruction",
+    score: str | None = None,
     iw_samples: int = 100,
+    typicality_images: int = 10000,
     subtract_pixel_entropy: bool = True,
     noise_std: float = 0.2,
     salt_pepper_amount: float = 0.1,
@@ -307,8 +376,11 @@ def run_detection(
     """Score normal and anomalous test images with the VAE in `weights_path`, write the plots,
     scores and summary into output_dir; returns the summary."""
     require(anomaly in ANOMALIES, f"unknown anomaly '{anomaly}': use one of {', '.join(ANOMALIES)}")
+    if score is None:
+        score = "typicality" if anomaly == "classes" and images is None else "reconstruction"
     require(score in SCORES, f"unknown score '{score}': use one of {', '.join(SCORES)}")
     require(iw_samples >= 1, f"iw_samples must be 1 or more, got {iw_samples}")
+    require(typicality_images >= 2, f"typicality_images must be 2 or more, got {typicality_images}")
     require(noise_std >= 0, f"noise_std must be 0 or more, got {noise_std}")
     require(0 <= salt_pepper_amount <= 1, f"salt_pepper_amount must be in [0, 1], got {salt_pepper_amount}")
     require(0 <= patch_value <= 1, f"patch_value must be in [0, 1], got {patch_value}")
@@ -335,6 +407,10 @@ def run_detection(
         iw_samples=iw_samples,
         subtract_pixel_entropy=subtract_pixel_entropy,
     )
+    if score == "typicality":
+        training, _ = load_test_images(dataset, vae.image_shape, root, max_samples=typicality_images, train=True)
+        normal = to_float(training, normalize=False)
+        scoring["typical"] = Typicality(image_statistics(vae, normal, torch_device, subtract_pixel_entropy))
     if images is not None:
         return score_folder(
             vae, dataset, path, folder, images, normal_images, root, threshold_percentile, num_maps, scoring
@@ -373,12 +449,13 @@ def run_detection(
         names = ("clean", anomaly.replace("_", " "))
         details = {k: v for k, v in strength.items() if k.startswith(_STRENGTH_PREFIX[anomaly])}
 
-    errors = anomaly_scores(vae, scored, score, torch_device, seed, iw_samples, subtract_pixel_entropy)
+    errors = anomaly_scores(vae, scored, **scoring)
     summary = {
         "weights_path": str(path),
         "anomaly": anomaly,
         "score": score,
         **({"iw_samples": iw_samples} if score == "nll" else {}),
+        **({"typicality_images": scoring["typical"].count} if score == "typicality" else {}),
         "subtract_pixel_entropy": subtract_pixel_entropy,
         **details,
         "num_normal": int((~is_anomaly).sum()),
@@ -469,6 +546,7 @@ def score_folder(
         "images": str(images),
         "normal_images": normal_source,
         "score": scoring["score"],
+        **({"typicality_images": scoring["typical"].count} if "typical" in scoring else {}),
         "likelihood": vae.likelihood,
         "subtract_pixel_entropy": subtracted,
         "num_images": len(files),
@@ -495,8 +573,8 @@ def score_folder(
 def plot_anomaly_maps(
     vae: nn.Module, x: torch.Tensor, files: list[Path], scores: np.ndarray, scoring: dict, out: Path
 ) -> None:
-    """A row per image: the image, its reconstruction, and the score's per-pixel term over the image
-    (one colour scale for all rows, so the maps compare)."""
+    """A row per image: the image, its reconstruction, and the reconstruction score's per-pixel term over the
+    image (one colour scale for all rows, so the maps compare)."""
     plt = pyplot()
     device = scoring["device"]
     maps = anomaly_maps(vae, x, device, scoring["subtract_pixel_entropy"]).clamp(min=0)
@@ -519,7 +597,7 @@ def plot_anomaly_maps(
         middle.set_title("reconstruction", fontsize=8)
         right.imshow(shown(image), cmap="gray" if grey else None, vmin=0, vmax=1)
         heat = right.imshow(pixel_map.numpy(), cmap="inferno", alpha=0.6, vmin=0, vmax=top)
-        right.set_title("per-pixel score", fontsize=8)
+        right.set_title("per-pixel reconstruction term", fontsize=8)
         for ax in axes[row]:
             ax.axis("off")
     fig.colorbar(heat, ax=axes[:, 2].tolist(), shrink=0.6, label="nats per pixel")

@@ -8,8 +8,8 @@ The standard protocol of Deep SVDD (Ruff et al., 2018) and OCGAN (Perera et al.,
 class, train on that class's training images only, score every test image, and report the AUROC
 of "not that class". Each run is the user's flow at the scripts' defaults: main_vae.py's kwargs
 dicts with `classes` set to the one class, then detect_vae_anamolies.py with `anomaly` "classes",
-once per `score` (reconstruction, elbo, nll, each less the pixel entropy as the script does by
-default) and once with the SPEC's plain reconstruction BCE (`subtract_pixel_entropy` False).
+once per `score` (reconstruction, elbo, nll, typicality, each less the pixel entropy as the script
+does by default) and once with the SPEC's plain reconstruction BCE (`subtract_pixel_entropy` False).
 MNIST is read from <root>/MNIST; CIFAR-10 from the image folder <root>/cifar10/train (its test
 split: cifar10/test): the fully-connected VAE (`fc`) sees 32x32 grey images, the convolutional one
 (`conv`) the colour images. A variant is an architecture, optionally with a likelihood
@@ -58,6 +58,7 @@ COLUMNS = {
     "reconstruction": ("reconstruction", True),
     "elbo": ("elbo", True),
     "nll": ("nll", True),
+    "typicality": ("typicality", True),
     "spec": ("reconstruction", False),
 }
 

@@ -243,6 +243,7 @@ def test_anomalies_of_corrupted_images(vae_path: Path, tmp_path: Path, anomaly: 
     assert written["auroc"] == pytest.approx(summary["auroc"])
     assert sum(int(row["corrupted"]) for row in scores) == 40
     assert summary["num_normal"] == summary["num_anomalous"] == 40
+    assert summary["score"] == "reconstruction"  # the SPEC's, by default for a corruption
 
 
 def test_corruptions_stay_in_range() -> None:
@@ -262,6 +263,7 @@ def test_anomalies_of_held_out_classes(vae17_path: Path, tmp_path: Path) -> None
     summary = anomalies.main([*argv, "--num-images", "100"])
     _, scores = check_anomaly_outputs(tmp_path, 100)
     assert summary["classes_trained"] == [1, 7]
+    assert summary["score"] == "typicality" and summary["typicality_images"] >= 2  # the default for classes
     for row in scores:
         assert int(row["anomaly"]) == (int(row["label"]) not in (1, 7))
     assert summary["num_normal"] == 20 and summary["num_anomalous"] == 80
@@ -290,12 +292,40 @@ def test_each_score_is_the_models_own_objective(vae17_path: Path, tmp_path: Path
     assert not np.allclose(elbo, expected)  # sampled z, not the mean latent
 
 
-@pytest.mark.parametrize("score", ["reconstruction", "elbo", "nll"])
+def test_typicality_is_the_mahalanobis_distance_from_the_normal_statistics() -> None:
+    """Against a correlated Gaussian cloud: the squared Mahalanobis distance of its sample estimates; a step
+    across the correlation is odder than the same step along it; a constant statistic drops out."""
+    rng = np.random.default_rng(0)
+    cloud = rng.multivariate_normal([10.0, -5.0], [[4.0, 3.0], [3.0, 4.0]], size=5000)
+    normal = np.column_stack([cloud, np.full(len(cloud), 7.0)])
+    typical = anomalies.Typicality(normal)
+    points = np.array([[10.0, -5.0, 7.0], [12.0, -3.0, 7.0], [12.0, -7.0, 7.0], [12.0, -3.0, 9.0]])
+    mean, cov = cloud.mean(0), np.cov(cloud, rowvar=False)
+    expected = np.einsum("ni,ij,nj->n", points[:, :2] - mean, np.linalg.inv(cov), points[:, :2] - mean)
+    assert np.allclose(typical(points), expected, rtol=1e-6, atol=1e-9)
+    assert typical(points)[2] > 5 * typical(points)[1]  # across the correlation
+    assert typical(points)[3] == pytest.approx(typical(points)[1])  # the constant column counts for nothing
+    with pytest.raises(UserError, match="2 or more"):
+        anomalies.Typicality(normal[:1])
+
+
+def test_compressed_bits_are_the_png_size_and_rise_with_detail(tmp_path: Path) -> None:
+    flat = torch.full((1, 3, 16, 16), 0.5)
+    busy = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    bits = anomalies.compressed_bits(torch.cat([flat, busy]))
+    assert bits[0] < bits[1] / 4
+    pixels = (busy[0] * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    Image.fromarray(pixels).save(tmp_path / "busy.png", compress_level=9)
+    assert bits[1] == 8 * (tmp_path / "busy.png").stat().st_size
+
+
+@pytest.mark.parametrize("score", ["reconstruction", "elbo", "nll", "typicality"])
 def test_held_out_classes_by_each_score(vae17_path: Path, tmp_path: Path, score: str) -> None:
     argv = ["--weights-path", str(vae17_path), "--output-dir", str(tmp_path), "--anomaly", "classes"]
     summary = anomalies.main([*argv, "--score", score, "--iw-samples", "20", "--device", DEVICE])
     assert summary["score"] == score and summary["subtract_pixel_entropy"] is True
     assert ("iw_samples" in summary) == (score == "nll")
+    assert ("typicality_images" in summary) == (score == "typicality")
     assert summary["auroc"] > 0.75  # after one epoch, a 1-and-7 model already finds the other fake digits unlikely
 
 
