@@ -131,6 +131,13 @@ def test_a_conditional_gan_trains_under_torchrun(tiny: Tiny, tmp_path: Path) -> 
     assert load_model(tmp_path / "discriminator.pt").projection is not None
 
 
+def test_a_conv_vae_trains_under_torchrun(tiny: Tiny, tmp_path: Path) -> None:
+    model = {"architecture": "conv", "base_channels": 8}
+    result = _torchrun(SCRIPTS["vae"], cli_args(*tiny.vae(tmp_path, model=model, device="cpu", num_epochs=1)))
+    _check_outputs("vae", tmp_path, result, epochs=1)
+    assert type(load_model(tmp_path / "vae.pt")).__name__ == "ConvVAE"
+
+
 def test_checkpoints_move_between_one_process_and_two(
     tiny: Tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
