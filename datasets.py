@@ -89,16 +89,30 @@ def load_test_images(
     root: str | None = None,
     max_samples: int | None = None,
     classes: list | None = None,
-    train: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The test images of the data a model was trained on. `dataset` is the dataset kwargs saved
     in its weights file; `root` (if given) says where the data are now. For an image_folder they are
-    those of its `held_out_folder`, or its own images where it has none. With `train`, the training
-    images instead: those the model saw (its `classes`, the first of its `max_samples`), at most max_samples."""
-    if train:
-        classes = dataset.get("classes")
-        limits = [n for n in (max_samples, dataset.get("max_samples")) if n is not None]
-        max_samples = min(limits) if limits else None
+    those of its `held_out_folder`, or its own images where it has none."""
+    return _load_split(dataset, False, image_shape, root, max_samples, classes)
+
+
+def load_training_images(
+    dataset: dict, image_shape: tuple[int, int, int], root: str | None = None, max_samples: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The images a model was trained on (its dataset kwargs' `classes`, the first of its `max_samples`),
+    at most max_samples of them; `dataset` and `root` as for load_test_images."""
+    limits = [n for n in (max_samples, dataset.get("max_samples")) if n is not None]
+    return _load_split(dataset, True, image_shape, root, min(limits, default=None), dataset.get("classes"))
+
+
+def _load_split(
+    dataset: dict,
+    train: bool,
+    image_shape: tuple[int, int, int],
+    root: str | None,
+    max_samples: int | None,
+    classes: list | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     return load_images(
         dataset.get("dataset_type", "mnist"),
         root if root is not None else dataset.get("root", "data"),

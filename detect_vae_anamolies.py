@@ -1,7 +1,7 @@
 """Anomaly detection with a trained VAE: images the model finds unlikely are flagged as anomalies.
 
 The score of an image (higher = more anomalous) is, by `score` (None: typicality for anomaly classes,
-else reconstruction, the SPEC's; the choices are measured in benchmarks/README.md, One-class):
+else reconstruction, the SPEC's; the choices are measured in docs/results.md, One-class):
     reconstruction   -log p(x|z) at the mean latent, in nats: for a Bernoulli VAE the binary cross-entropy
                      summed over the image's pixels (the SPEC's reconstruction error)
     elbo             its negative ELBO: one z ~ q(z|x), as in training (reconstruction + KL)
@@ -49,6 +49,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -56,7 +57,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from datasets import as_class_list, load_folder, load_test_images, to_float
+from datasets import as_class_list, load_folder, load_test_images, load_training_images, to_float
 from models import names_of_kind
 from trainers.objectives import (
     pixel_entropy,
@@ -303,9 +304,10 @@ def plot_histograms(
         # density: the two groups may differ in size (anomaly 'classes')
         ax.hist(errors[is_anomaly == flag], bins=bins, alpha=0.55, density=True, color=color, label=name)
     ax.axvline(summary["threshold"], color="black", ls="--", lw=1, label=f"threshold ({summary['threshold']:.1f})")
-    less = " less the pixel entropy" if summary["subtract_pixel_entropy"] else ""
+    subtracted = summary["subtract_pixel_entropy"] and summary["likelihood"] == "bernoulli"
+    less = " less the pixel entropy" if subtracted else ""
     unit = "" if summary["score"] == "typicality" else ", nats"
-    ax.set_xlabel(f"{SCORES[summary['score']]}{less}{unit}")
+    ax.set_xlabel(textwrap.fill(f"{SCORES[summary['score']]}{less}{unit}", 80))
     ax.set_ylabel("density")
     ax.set_title(f"VAE anomaly score per image (AUROC {summary['auroc']:.3f})")
     ax.legend()
@@ -408,7 +410,7 @@ def run_detection(
         subtract_pixel_entropy=subtract_pixel_entropy,
     )
     if score == "typicality":
-        training, _ = load_test_images(dataset, vae.image_shape, root, max_samples=typicality_images, train=True)
+        training, _ = load_training_images(dataset, vae.image_shape, root, max_samples=typicality_images)
         normal = to_float(training, normalize=False)
         scoring["typical"] = Typicality(image_statistics(vae, normal, torch_device, subtract_pixel_entropy))
     if images is not None:
@@ -456,6 +458,7 @@ def run_detection(
         "score": score,
         **({"iw_samples": iw_samples} if score == "nll" else {}),
         **({"typicality_images": scoring["typical"].count} if score == "typicality" else {}),
+        "likelihood": vae.likelihood,
         "subtract_pixel_entropy": subtract_pixel_entropy,
         **details,
         "num_normal": int((~is_anomaly).sum()),
