@@ -117,6 +117,26 @@ def test_precision_and_recall_are_torch_fidelitys_numbers_with_the_real_radii_ca
         assert precision_recall(real, fake, real_radii=knn_radii(real)) == expected
 
 
+def test_kernel_distance_is_torch_fidelitys_number() -> None:
+    """The same seeded subsets and sums as torch-fidelity's kid_features_to_metric, the kernel in torch."""
+    from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, kid_features_to_metric
+
+    rng = np.random.default_rng(4)
+    real, fake = rng.normal(size=(1500, 24)), 1.2 * rng.normal(size=(1300, 24)) + 0.1
+    for subsets, size, seed in ((7, 400, 0), (3, 1300, 5)):
+        library = kid_features_to_metric(
+            torch.from_numpy(real),
+            torch.from_numpy(fake),
+            kid_subsets=subsets,
+            kid_subset_size=size,
+            rng_seed=seed,
+            verbose=False,
+        )[KEY_METRIC_KID_MEAN]
+        assert kernel_distance(real, fake, subsets=subsets, subset_size=size, seed=seed) == pytest.approx(
+            library, rel=1e-9
+        )
+
+
 def test_library_metrics_equal_the_formulas_they_replaced() -> None:
     """The metrics are torch-fidelity's; on the same features they equal the formulas this repository
     computed itself before (written out here in numpy/scipy) to 1e-3 relative."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 from pathlib import Path
 
 import pytest
@@ -202,7 +203,7 @@ def test_num_threads_auto(monkeypatch) -> None:
     cpu = torch.device("cpu")
     monkeypatch.setattr(speed, "usable_cores", lambda: set(range(8)))
     monkeypatch.setattr(speed, "DEFAULT_THREADS", 8)
-    monkeypatch.setattr(speed, "busy_cores", lambda cores: 2.6)
+    monkeypatch.setattr(speed, "busy_cores", lambda cores, since=None: 2.6)
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert speed.choose_num_threads("auto", cpu) == torch.get_num_threads()  # the environment decides
     monkeypatch.delenv("OMP_NUM_THREADS")
@@ -210,7 +211,7 @@ def test_num_threads_auto(monkeypatch) -> None:
     assert speed.choose_num_threads(7, cpu) == 7
     monkeypatch.setattr(speed, "DEFAULT_THREADS", 4)  # 8 logical cores, 4 physical: no more than torch's default
     assert speed.choose_num_threads("auto", cpu) == 4
-    monkeypatch.setattr(speed, "busy_cores", lambda cores: 30.0)
+    monkeypatch.setattr(speed, "busy_cores", lambda cores, since=None: 30.0)
     assert speed.choose_num_threads("auto", cpu) == 1
 
 
@@ -229,7 +230,16 @@ def test_busy_cores_counts_the_cpu_time_of_the_usable_cores(monkeypatch, tmp_pat
 
     readings = iter([(1000, 600), (1100, 650)])  # 100 jiffies, half of them idle: 2 of 4 cores busy
     monkeypatch.setattr(speed, "_cpu_times", lambda cores: next(readings))
-    assert speed.busy_cores({0, 1, 2, 3}, seconds=0) == pytest.approx(2.0)
+    assert speed.busy_cores({0, 1, 2, 3}, seconds=0) == pytest.approx(2.0, abs=0.01)
+
+    # A window that began a second ago (a process's import) needs no wait; this process's own CPU time
+    # (50 of the 100 busy jiffies) is not other work.
+    readings = iter([(1200, 700)])
+    monkeypatch.setattr(speed, "_cpu_times", lambda cores: next(readings))
+    monkeypatch.setattr(speed.time, "process_time", lambda: 5.0 + 50 / speed.CLOCK_TICKS)
+    began = time.monotonic()
+    assert speed.busy_cores({0, 1, 2, 3}, since=(1000, 600, 5.0, began - 1)) == pytest.approx(1.0)
+    assert time.monotonic() - began < 0.1
 
     def unreadable(cores: set[int]) -> tuple[int, int]:
         raise OSError("no /proc/stat here")

@@ -24,6 +24,8 @@ from utils import require
 
 # torch's default thread count (the physical cores), before any run changes it.
 DEFAULT_THREADS = torch.get_num_threads()
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100  # /proc/stat's jiffies a second
+FRESH_PROCESS_SECONDS = 30.0  # a run this soon after the import measures busy cores since then, without a wait
 
 
 def check_num_threads(value: int | str) -> None:
@@ -41,22 +43,29 @@ def usable_cores() -> set[int]:
         return set(range(os.cpu_count() or 1))
 
 
-def busy_cores(cores: set[int], seconds: float = 0.2) -> float:
-    """How many of `cores` other work keeps busy now: their CPU time over `seconds` from /proc/stat
-    (Linux), else the 1-minute load average (which lags: it still counts a job that just ended)."""
+def busy_cores(cores: set[int], seconds: float = 0.2, since: tuple | None = None) -> float:
+    """How many of `cores` other work keeps busy: their CPU time less this process's, from /proc/stat
+    (Linux), over a window of at least `seconds` that begins at `since` (a `cpu_snapshot`) or now; else
+    the 1-minute load average (which lags: it still counts a job that just ended)."""
     try:
-        before = _cpu_times(cores)
-        time.sleep(seconds)
-        after = _cpu_times(cores)
-        total, idle = after[0] - before[0], after[1] - before[1]
+        start = since or cpu_snapshot(cores)
+        time.sleep(max(0.0, seconds - (time.monotonic() - start[3])))
+        end = cpu_snapshot(cores)
+        total, idle = end[0] - start[0], end[1] - start[1]
+        own = (end[2] - start[2]) * CLOCK_TICKS
         if total > 0:
-            return len(cores) * (1 - idle / total)
+            return len(cores) * max(0.0, total - idle - own) / total
     except (OSError, ValueError, IndexError):
         pass
     try:
         return os.getloadavg()[0]
     except (AttributeError, OSError):  # no load average on this system
         return 0.0
+
+
+def cpu_snapshot(cores: set[int]) -> tuple[int, int, float, float]:
+    """(all, idle) jiffies of `cores`, this process's CPU seconds and the time: where a busy_cores window starts."""
+    return (*_cpu_times(cores), time.process_time(), time.monotonic())
 
 
 def _cpu_times(cores: set[int], stat: str = "/proc/stat") -> tuple[int, int]:
@@ -71,12 +80,17 @@ def _cpu_times(cores: set[int], stat: str = "/proc/stat") -> tuple[int, int]:
     return total, idle
 
 
+try:  # a script's run starts within seconds: the window since this import replaces busy_cores' wait
+    _IMPORTED: tuple | None = cpu_snapshot(usable_cores())
+except (OSError, ValueError, IndexError):
+    _IMPORTED = None
+
+
 def choose_num_threads(num_threads: int | str, device: torch.device) -> int:
     """The CPU threads a run uses. 'auto': torch's own choice on a GPU or where OMP_NUM_THREADS is
     set (torchrun sets 1); else the cores this process may use less those busy with other work, at
     most torch's default (the physical cores). A thread that waits for a busy core makes every step
-    wait: on this 2-core machine, with one core busy, two threads made an FC GAN step 5x slower than
-    one (19.8 vs 3.8 ms); with both cores free, two were faster (2.8 vs 3.3 ms)."""
+    wait for it (docs/results.md measures how much)."""
     check_num_threads(num_threads)
     if num_threads != "auto":
         if num_threads > len(usable_cores()):
@@ -88,7 +102,8 @@ def choose_num_threads(num_threads: int | str, device: torch.device) -> int:
     if device.type != "cpu" or os.environ.get("OMP_NUM_THREADS"):
         return torch.get_num_threads()
     cores = usable_cores()
-    return max(1, min(DEFAULT_THREADS, len(cores) - round(busy_cores(cores))))
+    since = _IMPORTED if _IMPORTED and time.monotonic() - _IMPORTED[3] < FRESH_PROCESS_SECONDS else None
+    return max(1, min(DEFAULT_THREADS, len(cores) - round(busy_cores(cores, since=since))))
 
 
 def amp_dtype(device: torch.device) -> torch.dtype | None:
