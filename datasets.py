@@ -194,11 +194,12 @@ def check_idx_file(path: Path) -> None:
 
 
 def read_idx(path: Path) -> np.ndarray:
-    """An IDX file (MNIST's format) as a uint8 array of the shape its header gives."""
+    """An IDX file (MNIST's format) as a writable uint8 array of the shape its header gives."""
     check_idx_file(path)
-    data = path.read_bytes()
-    dims = struct.unpack(f">{data[3]}I", data[4 : 4 + 4 * data[3]])
-    return np.frombuffer(data, np.uint8, offset=4 + 4 * data[3]).reshape(dims)
+    with open(path, "rb") as f:
+        header = f.read(4)
+        dims = struct.unpack(f">{header[3]}I", f.read(4 * header[3]))
+        return np.fromfile(f, np.uint8).reshape(dims)  # read straight into the array: no copy
 
 
 def _open_builtin(dataset_type: str, root: str, train: bool) -> types.SimpleNamespace:
@@ -212,7 +213,7 @@ def _open_builtin(dataset_type: str, root: str, train: bool) -> types.SimpleName
         if all(path.is_file() for path in files):
             images, labels = (read_idx(path) for path in files)
             return types.SimpleNamespace(
-                data=torch.from_numpy(images.copy()), targets=labels.astype(np.int64), classes=IDX_CLASSES[dataset_type]
+                data=torch.from_numpy(images), targets=labels.astype(np.int64), classes=IDX_CLASSES[dataset_type]
             )
     import torchvision.datasets
 

@@ -15,7 +15,6 @@ import shutil
 import signal
 import sys
 import tempfile
-import threading
 import types
 import typing
 from collections.abc import Callable, Iterator
@@ -236,18 +235,6 @@ def pyplot() -> types.ModuleType:
     import matplotlib.pyplot as plt
 
     return plt
-
-
-def prefetch_pyplot() -> None:
-    """Start importing matplotlib.pyplot in a background thread, to overlap work that releases the GIL
-    (torch's): the first plot then waits only for what is left of the import."""
-    if "matplotlib.pyplot" not in sys.modules:
-        threading.Thread(target=_import_quietly, args=(pyplot,), daemon=True).start()
-
-
-def _import_quietly(load: Callable[[], object]) -> None:
-    with contextlib.suppress(Exception):  # a failed import fails again, with its message, where it is used
-        load()
 
 
 def available_memory() -> float:

@@ -33,7 +33,6 @@ from utils import (
     atomic_save,
     keyword_defaults,
     load_state,
-    prefetch_pyplot,
     pyplot,
     read_checkpoint,
     require,
@@ -511,8 +510,6 @@ class Trainer:
         self.writing_outputs = True
         try:
             due = epoch == self.num_epochs or (self.eval_every and epoch % self.eval_every == 0)
-            if due:  # the metrics are torch's work; matplotlib's import overlaps them
-                prefetch_pyplot()
             measured = due and not any(row["epoch"] == epoch for row in self.metrics) and self._record_metrics(epoch)
             grids = epoch == 1 or epoch % self.sample_every == 0 or epoch == self.num_epochs
             if grids:

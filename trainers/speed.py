@@ -43,7 +43,7 @@ def usable_cores() -> set[int]:
         return set(range(os.cpu_count() or 1))
 
 
-def busy_cores(cores: set[int], seconds: float = 0.2, since: tuple | None = None) -> float:
+def busy_cores(cores: set[int], seconds: float = 0.1, since: tuple | None = None) -> float:
     """How many of `cores` other work keeps busy: their CPU time less this process's, from /proc/stat
     (Linux), over a window of at least `seconds` that begins at `since` (a `cpu_snapshot`) or now; else
     the 1-minute load average (which lags: it still counts a job that just ended)."""
@@ -80,7 +80,7 @@ def _cpu_times(cores: set[int], stat: str = "/proc/stat") -> tuple[int, int]:
     return total, idle
 
 
-try:  # a script's run starts within seconds: the window since this import replaces busy_cores' wait
+try:  # a script's run starts within seconds: the window since this import shortens busy_cores' wait
     _IMPORTED: tuple | None = cpu_snapshot(usable_cores())
 except (OSError, ValueError, IndexError):
     _IMPORTED = None
