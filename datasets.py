@@ -368,7 +368,8 @@ def _images_below(folder: Path) -> list[Path]:
     found = []
     for parent, dirs, names in os.walk(folder, followlinks=True):  # names: the files (no stat per file)
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found += [Path(parent, n) for n in sorted(names) if _is_image_name(n)]
+        base = Path(parent)  # joined once: a child of it is parsed from its name alone
+        found += [base / n for n in sorted(names) if _is_image_name(n)]
     return found
 
 

@@ -184,17 +184,15 @@ class GANTrainer(Trainer):
     def compute_metrics(self) -> dict[str, float]:
         """The classifier-based metrics (trainers.metrics) of the exported generator: the EMA when there is one.
         A conditional generator draws for the real test images' labels, and is scored on drawing them too."""
-        generator = self.sampler
-        generator.eval()
-        try:
-            return self.generator_metrics(
-                lambda z, *y: (generator(z, *y).view(-1, *generator.image_shape) + 1) / 2,  # [-1, 1] -> [0, 1]
-                generator.latent_dim,
-                generator.image_shape,
-                self.num_classes,
-            )
-        finally:
-            generator.train()
+        # A copy in channels_last: transposed convolutions draw the 10,000 samples faster so on a CPU
+        # (the same images to 1e-7); training keeps its layout.
+        generator = copy.deepcopy(self.sampler).eval().to(memory_format=torch.channels_last)
+        return self.generator_metrics(
+            lambda z, *y: (generator(z, *y).view(-1, *generator.image_shape) + 1) / 2,  # [-1, 1] -> [0, 1]
+            generator.latent_dim,
+            generator.image_shape,
+            self.num_classes,
+        )
 
     @torch.no_grad()
     def save_samples(self, epoch: int) -> None:
