@@ -184,7 +184,7 @@ class GANTrainer(Trainer):
     def compute_metrics(self) -> dict[str, float]:
         """The classifier-based metrics (trainers.metrics) of the exported generator: the EMA when there is one.
         A conditional generator draws for the real test images' labels, and is scored on drawing them too."""
-        # A copy in channels_last: transposed convolutions draw the 10,000 samples faster so on a CPU
+        # A copy in channels_last: transposed convolutions draw the 10,000 samples faster in that layout on a CPU
         # (the same images to 1e-7); training keeps its layout.
         generator = copy.deepcopy(self.sampler).eval().to(memory_format=torch.channels_last)
         return self.generator_metrics(
