@@ -605,7 +605,14 @@ class Trainer:
         for ax, names in zip(axes[0], panels, strict=False):
             for name in names:
                 if self.curve and name in self.curve[0]:
-                    ax.plot([p["epoch"] for p in self.curve], [p[name] for p in self.curve], label=name, alpha=0.8)
+                    marker = "o" if len(self.curve) == 1 else None  # a single step is a point, not an invisible line
+                    ax.plot(
+                        [p["epoch"] for p in self.curve],
+                        [p[name] for p in self.curve],
+                        marker=marker,
+                        label=name,
+                        alpha=0.8,
+                    )
                 elif any(name in row for row in self.history):  # per-epoch numbers, e.g. a test loss
                     rows = [row for row in self.history if name in row]
                     ax.plot([r["epoch"] for r in rows], [r[name] for r in rows], "o-", label=name)
