@@ -3,6 +3,7 @@
     python benchmarks/small_data.py --root ../shared/data                        # every row
     python benchmarks/small_data.py --root ../shared/data --runs dcgan_1000      # one data set
     python benchmarks/small_data.py --root ../shared/data --epochs 2 --runs gan_1000   # a smoke run
+    python benchmarks/small_data.py --root ../shared/data --runs dcgan_1000 --seeds 0,1,2   # the noise too
 
 Data sets (each with every value of `augment`, at the same number of images shown):
     dcgan_1000  main_dcgan.py on the first 100 images of each CIFAR-10 class (1,000; class folders),
@@ -14,11 +15,12 @@ Every run starts from its main script's kwargs dicts (the SPEC's models, batch 1
 differs from the others in `augment` only. Quality is the Fréchet distance in the in-domain
 classifier's features (trainers/metrics.py): 10,000 generated images against the whole test split
 (10,000 images, every class), at every `eval_every`-th epoch. The table gives the best and the final
-FD, the final FD as a ratio of augment none's, the last r_t and probability, and the minutes.
+FD, the final FD as a ratio of augment none's at the same seed, the last r_t and probability, and the
+minutes. With several `--seeds`, a second table gives each row's mean and standard deviation over them.
 
-Writes <output-dir>/<data set>_<augment>/ (each run's usual files), <output-dir>/small_data.md and
-.json (the table and the FD curves) and <output-dir>/<data set>_fd.png (the curves). A run that is
-already there resumes or, finished, is read as it is.
+Writes <output-dir>/<data set>_<augment>_seed<seed>/ (each run's usual files), <output-dir>/small_data.md
+and .json (the tables and the FD curves) and <output-dir>/<data set>_fd.png (the curves: the mean over the
+seeds, and their range). A run that is already there resumes or, finished, is read as it is.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ if str(REPO) not in sys.path:  # `python benchmarks/small_data.py` as well as `p
     sys.path.insert(0, str(REPO))
 
 import matplotlib  # noqa: E402
+import numpy as np  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -75,7 +78,7 @@ def cifar_subset(root: Path, per_class: int, folder: Path) -> Path:
     return train
 
 
-def configure(name: str, augment: str, args: argparse.Namespace) -> tuple:
+def configure(name: str, augment: str, seed: int, args: argparse.Namespace) -> tuple:
     """(generator class, discriminator class, model, dataset and trainer kwargs) of one run. `augment` is a
     value of the key, or kind:policy with + between the operations (diffaugment:translation+flip)."""
     script, count, epochs, eval_every = DATA_SETS[name]
@@ -85,8 +88,8 @@ def configure(name: str, augment: str, args: argparse.Namespace) -> tuple:
         "eval_every": args.eval_every or eval_every,
         "augment": kind,
         **({"augment_policy": policy.replace("+", ",")} if policy else {}),
-        "output_dir": str(args.output_dir / f"{name}_{augment.replace(':', '_').replace('+', '_')}"),
-        "seed": args.seed,
+        "output_dir": str(args.output_dir / f"{name}_{augment.replace(':', '_').replace('+', '_')}_seed{seed}"),
+        "seed": seed,
         "device": args.device,
         "num_threads": args.threads,
         **args.trainer,
@@ -101,7 +104,7 @@ def configure(name: str, augment: str, args: argparse.Namespace) -> tuple:
     return DCGANGenerator, DCGANDiscriminator, copy.deepcopy(main_dcgan.model_kwargs), dataset, trainer
 
 
-def summarise(name: str, augment: str, run) -> dict:
+def summarise(name: str, augment: str, seed: int, run) -> dict:
     fds = [(row["epoch"], row["frechet_distance"]) for row in run.metrics if "frechet_distance" in row]
     require(bool(fds), f"{name}_{augment}: no Fréchet distance was measured (no classifier for its data?)")
     best = min(fds, key=lambda item: item[1])
@@ -109,6 +112,7 @@ def summarise(name: str, augment: str, run) -> dict:
     return {
         "data": name,
         "augment": augment,
+        "seed": seed,
         "images": len(run.loader.labels),
         "epochs": run.epoch,
         "images_shown": run.epoch * len(run.loader.labels),
@@ -125,27 +129,64 @@ def summarise(name: str, augment: str, run) -> dict:
 
 def table(rows: list[dict]) -> str:
     lines = [
-        "| data | augment | images shown | FD best (epoch) | FD final | final / none | recall | r_t | p | min |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| data | augment | seed | images shown | FD best (epoch) | FD final | final / none | recall | r_t | p | min |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    none = {row["data"]: row["fd_final"] for row in rows if row["augment"] == "none"}
     for row in rows:
-        ratio = f"{row['fd_final'] / none[row['data']]:.2f}" if row["data"] in none else ""
+        ratio = f"{row['ratio']:.2f}" if row.get("ratio") is not None else ""
         optional = [f"{row[k]:.3g}" if row[k] is not None else "" for k in ("recall_final", "r_t", "augment_p")]
         lines.append(
-            f"| {row['data']} ({row['images']}) | {row['augment']} | {row['images_shown']:,} | "
+            f"| {row['data']} ({row['images']}) | {row['augment']} | {row['seed']} | {row['images_shown']:,} | "
             f"{row['fd_best']:.1f} ({row['best_epoch']}) | {row['fd_final']:.1f} | {ratio} | "
             f"{' | '.join(optional)} | {row['minutes']:.1f} |"
         )
     return "\n".join(lines)
 
 
+def add_ratios(rows: list[dict]) -> None:
+    """Each row's final FD as a ratio of augment none's on the same data at the same seed, where it ran."""
+    none = {(row["data"], row["seed"]): row["fd_final"] for row in rows if row["augment"] == "none"}
+    for row in rows:
+        reference = none.get((row["data"], row["seed"]))
+        row["ratio"] = row["fd_final"] / reference if reference else None
+
+
+def _mean_sd(values: list[float], digits: int = 1) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f}"
+
+
+def seed_table(rows: list[dict]) -> str:
+    """Mean ± standard deviation over the seeds of each data set and augment."""
+    lines = [
+        "| data | augment | seeds | FD best | FD final | final / none |",
+        "|---|---|---|---|---|---|",
+    ]
+    for data, augment in dict.fromkeys((row["data"], row["augment"]) for row in rows):
+        group = [row for row in rows if (row["data"], row["augment"]) == (data, augment)]
+        ratios = [row["ratio"] for row in group if row["ratio"] is not None]
+        lines.append(
+            f"| {data} | {augment} | {','.join(str(row['seed']) for row in group)} | "
+            f"{_mean_sd([row['fd_best'] for row in group])} | {_mean_sd([row['fd_final'] for row in group])} | "
+            f"{_mean_sd(ratios, 2) if ratios else ''} |"
+        )
+    return "\n".join(lines)
+
+
 def plot_curves(rows: list[dict], output_dir: Path) -> None:
+    """Per data set, each augment's FD curve: the mean over its seeds, their range shaded."""
     for name in dict.fromkeys(row["data"] for row in rows):
         fig, ax = plt.subplots(figsize=(6, 4))
-        for row in (r for r in rows if r["data"] == name):
-            epochs, fds = zip(*row["fd_curve"], strict=True)
-            ax.plot(epochs, fds, "o-", label=f"{row['augment']} (final {row['fd_final']:.1f})")
+        for augment in dict.fromkeys(row["augment"] for row in rows if row["data"] == name):
+            group = [row for row in rows if (row["data"], row["augment"]) == (name, augment)]
+            epochs = [epoch for epoch, _ in group[0]["fd_curve"]]
+            curves = np.array([[fd for _, fd in row["fd_curve"]] for row in group])  # the same epochs in each
+            finals = [row["fd_final"] for row in group]
+            label = f"{augment} (final {np.mean(finals):.1f}{f', {len(group)} seeds' if len(group) > 1 else ''})"
+            (line,) = ax.plot(epochs, curves.mean(0), "o-", label=label)
+            if len(curves) > 1:
+                ax.fill_between(epochs, curves.min(0), curves.max(0), color=line.get_color(), alpha=0.15)
         ax.set(
             xlabel="epoch", ylabel="Fréchet distance (classifier features)", title=f"{name}: FD against the test set"
         )
@@ -169,7 +210,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--eval-every", type=int, default=None)
     parser.add_argument("--output-dir", type=Path, default=REPO / "runs" / "small_data")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", default="0", help="seeds, comma-separated: each run at each of them")
     parser.add_argument("--threads", default="auto")
     parser.add_argument(
         "--trainer", type=json.loads, default={}, help="more trainer keys, as JSON: '{\"ada_kimg\": 20}'"
@@ -181,13 +222,18 @@ def main(argv: list[str] | None = None) -> None:
         require(name in DATA_SETS, f"unknown run '{name}': use some of {', '.join(DATA_SETS)}")
     args.output_dir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("TQDM_DISABLE", "1")
+    seeds = [int(seed) for seed in args.seeds.split(",")]
     rows = []
     for name in names:
-        for augment in augments:
-            run = train_gan(*configure(name, augment, args))
-            rows.append(summarise(name, augment, run))
-            print(table(rows[-1:]).splitlines()[-1], flush=True)
+        for seed in seeds:
+            for augment in augments:
+                run = train_gan(*configure(name, augment, seed, args))
+                rows.append(summarise(name, augment, seed, run))
+                add_ratios(rows)
+                print(table(rows[-1:]).splitlines()[-1], flush=True)
     text = table(rows)
+    if len(seeds) > 1:
+        text += "\n\nMean ± standard deviation over the seeds:\n\n" + seed_table(rows)
     print("\n" + text)
     print("\nFD: 10,000 generated images against the 10,000 test images, in the in-domain classifier's features.")
     (args.output_dir / "small_data.md").write_text(text + "\n")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import sys
 import types
@@ -66,17 +67,22 @@ def test_oneclass_benchmark_trains_each_class_and_prints_its_auroc_table(
     assert (tmp_path / "mnist" / "fc" / "3" / "nll" / "anomaly_summary.json").is_file()
 
 
-def test_small_data_benchmark_trains_each_augment_and_prints_its_table(
+def test_small_data_benchmark_trains_each_augment_at_each_seed_and_prints_its_tables(
     mnist: types.SimpleNamespace, tmp_path: Path, capsys
 ) -> None:
     benchmark = _load("small_data")
     argv = ["--root", str(mnist.root), "--runs", "gan_1000", "--epochs", "2", "--eval-every", "1", "--threads", "1"]
-    benchmark.main([*argv, "--augments", "none,ada,diffaugment:translation+flip", "--output-dir", str(tmp_path)])
+    augments = "none,ada,diffaugment:translation+flip"
+    benchmark.main([*argv, "--augments", augments, "--seeds", "0,1", "--output-dir", str(tmp_path)])
     out = capsys.readouterr().out
-    rows = [line for line in out.splitlines() if line.startswith("| gan_1000")]
-    assert len(rows) == 6 and "| diffaugment:translation+flip |" in out  # each run as it ends, then the table
-    config = (tmp_path / "gan_1000_diffaugment_translation_flip" / "config.json").read_text()
-    assert '"augment_policy": "translation,flip"' in config
+    rows = [line for line in out.splitlines() if line.startswith("| gan_1000 (")]
+    assert len(rows) == 12 and "| diffaugment:translation+flip | 1 |" in out  # each run as it ends, then the table
+    assert sum(line.startswith("| gan_1000 | none | 0,1 |") for line in out.splitlines()) == 1  # mean over seeds
+    assert out.count("| none | 0 |") == 2 and out.count("| none | 1 |") == 2  # every none is 1.00 of its own seed
+    assert all("| 1.00 |" in line for line in rows if "| none |" in line)
+    config = json.loads((tmp_path / "gan_1000_diffaugment_translation_flip_seed1" / "config.json").read_text())
+    trainer = config["trainer"]
+    assert trainer["augment_policy"] == "translation,flip" and trainer["seed"] == 1
     assert (tmp_path / "gan_1000_fd.png").is_file() and (tmp_path / "small_data.md").read_text().count(
-        "| gan_1000"
-    ) == 3
+        "| gan_1000 ("
+    ) == 6
