@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -221,7 +220,6 @@ def main(argv: list[str] | None = None) -> None:
     for name in names:
         require(name in DATA_SETS, f"unknown run '{name}': use some of {', '.join(DATA_SETS)}")
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("TQDM_DISABLE", "1")
     seeds = [int(seed) for seed in args.seeds.split(",")]
     rows = []
     for name in names:

@@ -438,7 +438,7 @@ class Trainer:
             desc=f"epoch {epoch}/{self.num_epochs}",
             leave=False,
             mininterval=0.5,
-            disable=not distributed.is_main(),
+            disable=None if distributed.is_main() else True,  # None: no bar where stderr is not a terminal (a log)
         )
         for batch in self.loader.batches(epoch, start=self.step):
             self.before_step()
