@@ -48,8 +48,8 @@ from trainers import train_gan  # noqa: E402
 from trainers.augment import AUGMENTS  # noqa: E402
 from utils import require, run_cli  # noqa: E402
 
-# The best policy measured on dcgan_1000 (docs/results.md), beside the default one.
-BEST = ("diffaugment:translation+flip",)
+# The two best policies measured on dcgan_1000 (docs/results.md), beside the default one.
+BEST = ("diffaugment:translation+flip", "diffaugment:translation")
 # data set -> (script, images per class or in all, epochs, epochs between evaluations)
 DATA_SETS = {
     "dcgan_1000": ("dcgan", 100, 100, 10),
