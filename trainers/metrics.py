@@ -42,6 +42,7 @@ FEATURES = ("auto", "inception", "classifier")
 # The FID Inception-v3 weights (TF's 2015-12-05 graph): torch-fidelity's / torchmetrics' file, pytorch-fid's file.
 INCEPTION_FILES = ("weights-inception-2015-12-05-6726825d.pth", "pt_inception-2015-12-05-6726825d.pth")
 MAX_IMAGES = 10_000  # real test images (and as many generated ones) per evaluation: all of MNIST's test split
+CPU_FEATURE_CHUNK = 100  # images a forward pass of the feature network on a CPU (see embed)
 
 # ---------------------------------------------------------------------------- the metrics themselves
 
@@ -258,11 +259,14 @@ class GeneratorEvaluator:
     def embed(self, batches: Iterable[torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
         """Float [0, 1] image batches -> (features, class logits) as float64 arrays."""
         features, logits_list = [], []
-        for images in batches:
-            x = fit_to_classifier(images.to(self.device).float(), self.classifier.image_shape)
-            f, logits = self.classifier.features_and_logits(x.contiguous(memory_format=self.layout))
-            features.append(f.double().cpu())
-            logits_list.append(logits.double().cpu())
+        for batch in batches:
+            # On a CPU, in chunks whose activations the allocator keeps (a 500-image batch's are fresh pages
+            # from the OS at every layer); each image's features are the same either way.
+            for images in batch.split(CPU_FEATURE_CHUNK) if self.device.type == "cpu" else (batch,):
+                x = fit_to_classifier(images.to(self.device).float(), self.classifier.image_shape)
+                f, logits = self.classifier.features_and_logits(x.contiguous(memory_format=self.layout))
+                features.append(f.double().cpu())
+                logits_list.append(logits.double().cpu())
         return torch.cat(features).numpy(), torch.cat(logits_list).numpy()
 
     def evaluate_images(self, batches: Iterable[torch.Tensor]) -> dict[str, float]:
