@@ -29,7 +29,7 @@ from PIL import Image
 
 from utils import UserError, require
 
-# The built-in data sets: torchvision's classes (imported when one is used: torchvision takes seconds to import).
+# The built-in data sets: torchvision's classes (imported when one is used: torchvision is slow to import).
 BUILTIN = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "cifar10": "CIFAR10"}
 # MNIST's and Fashion-MNIST's files, read here without torchvision where they are there, and their class names.
 IDX_FILES = {

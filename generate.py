@@ -95,8 +95,8 @@ def run_generate(
         f"output_dir '{folder}' already holds {len(earlier)} image or sample files ({first}, ...), which any tool "
         "would read with these: choose an empty folder, or set overwrite True to replace them",
     )
-    for path in earlier:
-        path.unlink()
+    for earlier_file in earlier:
+        earlier_file.unlink()
     normalize = dataset.get("normalize", True)
     rng = torch.Generator().manual_seed(seed)  # on the CPU: the same latents on every device
     z = torch.randn(num_samples, model.latent_dim, generator=rng).to(torch_device)

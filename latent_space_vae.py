@@ -42,7 +42,7 @@ weights_path = ""  # point to the respective directory and .pt file (vae.pt)
 output_dir = ""  # point to the output directory where the result is stored (empty: beside the weights)
 
 latent_kwargs = {
-    "method": "pca",  # pca or tsne (slower: about a minute for 10,000 images on a laptop CPU)
+    "method": "pca",  # pca or tsne (much slower than pca on many images)
     "num_images": None,  # encode only the first N test images (None: all of them)
     "knn_neighbors": 5,  # k of the k-NN classifier
     "knn_folds": 5,  # cross-validation folds of the k-NN accuracy

@@ -36,8 +36,8 @@ trainer_kwargs = {
     "discriminator_lr": 0.0002,
     "output_dir": "cifar10_GAN",
     "label_smoothing": 0.0,  # the DCGAN paper's targets (the FC GAN's default is 0.1)
-    # Every other trainer key has its default, type and meaning declared once (trainers/gan.py, trainers/gan_step.py):
-    # add it here, or give it on the command line; python main_dcgan.py --help lists them all.
+    # Every other trainer key has its default, type and meaning declared once (trainers/base.py, speed.py,
+    # gan.py, gan_step.py): add it here, or give it on the command line; python main_dcgan.py --help lists them all.
 }
 
 

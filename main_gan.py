@@ -39,8 +39,8 @@ trainer_kwargs = {
     "generator_lr": 0.0002,
     "discriminator_lr": 0.0002,
     "output_dir": "mnist_GAN",  # (change, if required)
-    # Every other trainer key has its default, type and meaning declared once (trainers/gan.py, trainers/gan_step.py):
-    # add it here, or give it on the command line; python main_gan.py --help lists them all.
+    # Every other trainer key has its default, type and meaning declared once (trainers/base.py, speed.py,
+    # gan.py, gan_step.py): add it here, or give it on the command line; python main_gan.py --help lists them all.
 }
 
 

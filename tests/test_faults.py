@@ -223,13 +223,17 @@ def test_the_data_fingerprint_is_the_same_on_both_data_paths(tiny: Tiny, tmp_pat
     assert memory.data_fingerprint == streamed.data_fingerprint
 
 
-def test_generate_refuses_a_folder_that_holds_other_samples(tmp_path: Path, tiny: Tiny) -> None:
+def test_generate_refuses_a_folder_that_holds_other_samples(
+    tmp_path: Path, tiny: Tiny, capsys: pytest.CaptureFixture
+) -> None:
     _tiny_run(tiny, tmp_path / "run")
     weights_path, samples = str(tmp_path / "run" / "generator.pt"), tmp_path / "samples"
     generate.run_generate(weights_path, str(samples), num_samples=5)
     with pytest.raises(UserError, match=r"already holds 5 image or sample files .*overwrite True"):
         generate.run_generate(weights_path, str(samples), num_samples=3)
+    capsys.readouterr()
     generate.run_generate(weights_path, str(samples), num_samples=3, overwrite=True)
+    assert f"from {weights_path}:" in capsys.readouterr().out  # the weights, not a replaced sample
     assert sorted(p.name for p in samples.iterdir()) == ["000000.png", "000001.png", "000002.png"]
 
 

@@ -98,7 +98,7 @@ if TYPE_CHECKING:
 # In a distributed run the ranks agree whether to stop after a signal at least this often (in steps).
 STOP_CHECK_EVERY = 20
 # The loss curve is redrawn after the first and the last epoch, and in between at most this often (in
-# seconds): drawing it takes about 0.5 s, a third of an FC GAN epoch on a GPU.
+# seconds): drawing it costs as much as many GPU training steps.
 PLOT_EVERY_SECONDS = 30.0
 
 
@@ -171,7 +171,10 @@ class Trainer:
     # writes that model to {model}_best.pt.
     best_by: tuple[tuple[str, ...], str] | None = None
     # The metrics panel of the loss curve: the first of these on the left axis, the [0, 1] ones on the right.
-    metric_panel: tuple[tuple[str, ...], tuple[str, ...]] = (("frechet_distance", "neg_elbo"), ("precision", "recall"))
+    metric_panel: tuple[tuple[str, ...], tuple[str, ...]] = (
+        ("fid", "frechet_distance", "neg_elbo"),
+        ("precision", "recall"),
+    )
     samples_per_grid = 64
     num_classes: int | None = None  # a class-conditional model's classes (its batches are (images, labels))
     Settings: type[EngineSettings] = EngineSettings  # the trainer's keys; a subclass adds its own

@@ -17,7 +17,7 @@ neither available offline nor meaningful for 28x28 digits):
 - class_accuracy (class-conditional models): the share of samples the in-domain classifier puts in
   the class they were drawn for, the mean over classes, and class_accuracy_<c> for each class c.
 
-torch-fidelity is imported when a metric is first computed (it imports torchvision: seconds).
+torch-fidelity is imported when a metric is first computed (it imports torchvision, which is slow to import).
 """
 
 from __future__ import annotations

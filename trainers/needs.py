@@ -8,7 +8,7 @@ it (`CapturedStep`): the graph ends with a note and the step runs as written.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -25,9 +25,6 @@ class Needs:
     reads_state: bool = False
     double_backward: bool = False
     draws_random: bool = False
-
-    def __or__(self, other: Needs) -> Needs:
-        return Needs(**{f.name: getattr(self, f.name) or getattr(other, f.name) for f in fields(self)})
 
     def graph_blockers(self) -> list[str]:
         """Why a CUDA graph may not replay a step with these needs (empty: it may)."""

@@ -20,19 +20,11 @@ from torch import nn
 
 from trainers.keys import Rule, Settings, key
 from trainers.needs import Needs
-from utils import require
 
 # torch's default thread count (the physical cores), before any run changes it.
 DEFAULT_THREADS = torch.get_num_threads()
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100  # /proc/stat's jiffies a second
 FRESH_PROCESS_SECONDS = 30.0  # a run this soon after the import measures busy cores since then, without a wait
-
-
-def check_num_threads(value: int | str) -> None:
-    require(
-        value == "auto" or (type(value) is int and value > 0),
-        f"trainer_kwargs['num_threads'] must be 'auto' or a positive int, got {value!r}",
-    )
 
 
 def usable_cores() -> set[int]:
@@ -91,7 +83,6 @@ def choose_num_threads(num_threads: int | str, device: torch.device) -> int:
     set (torchrun sets 1); else the cores this process may use less those busy with other work, at
     most torch's default (the physical cores). A thread that waits for a busy core makes every step
     wait for it (docs/results.md measures how much)."""
-    check_num_threads(num_threads)
     if num_threads != "auto":
         if num_threads > len(usable_cores()):
             print(
