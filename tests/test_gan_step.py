@@ -18,7 +18,7 @@ from models import DCGANDiscriminator, FCDiscriminator, FCGenerator
 from trainers import GANTrainer, distributed
 from trainers.gan_step import GANStep, GANStepSettings
 from trainers.needs import Needs
-from trainers.objectives import r1_penalty
+from trainers.objectives import lecam_penalty, r1_penalty
 from utils import UserError
 
 # ---------------------------------------------------------------------------- augmentations
@@ -186,6 +186,22 @@ def test_lazy_r1_runs_every_nth_step_and_n_times_as_strong() -> None:
     assert step.needs["r1_gamma"] == Needs(reads_state=True, double_backward=True)
 
 
+def test_lecam_is_its_formula_and_its_anchors_follow_the_discriminator() -> None:
+    """R_LC = E[relu(D(x) - a_fake)^2] + E[relu(a_real - D(G(z)))^2], against averages of D's past outputs."""
+    d_real, d_fake = torch.tensor([2.0, -1.0]), torch.tensor([0.0, 1.0])
+    penalty = lecam_penalty(d_real, d_fake, torch.tensor(0.5), torch.tensor(-0.5))
+    assert penalty.item() == pytest.approx((2.5**2 + 0) / 2 + (0.5**2 + 0) / 2)
+    g, d = FCGenerator(8, 16), FCDiscriminator(784, 16, discriminator_dropout=0.0)
+    step = GANStep(g, d, GANStepSettings(lecam_weight=0.3), d.image_shape)
+    real, fake = torch.rand(4, 1, 28, 28), torch.rand(4, 784)
+    terms, d_real, d_fake = step.discriminator_loss(real, fake, ())
+    zero = torch.tensor(0.0)  # the averages before the first step
+    torch.testing.assert_close(terms["lecam"], 0.3 * lecam_penalty(d_real, d_fake, zero, zero))
+    expected = 0.01 * torch.stack([d_real.mean(), d_fake.mean()]).detach()  # one step of decay 0.99 from 0
+    torch.testing.assert_close(step.output_averages.real_fake, expected)
+    assert "lecam" not in GANStep(g, d, GANStepSettings(), d.image_shape).discriminator_loss(real, fake, ())[0]
+
+
 # ---------------------------------------------------------------------------- through the trainer
 
 
@@ -196,9 +212,10 @@ def test_lazy_r1_runs_every_nth_step_and_n_times_as_strong() -> None:
         {"trainer": {"augment": "diffaugment"}},
         {"model": {"spectral_norm": True}},
         {"trainer": {"r1_gamma": 1.0, "r1_every": 2}},
+        {"trainer": {"augment": "diffaugment", "augment_policy": "translation", "lecam_weight": 0.1}},
         {"trainer": {"lr_schedule": "cosine", "warmup_steps": 3, "min_lr_ratio": 0.0}},
     ],
-    ids=["ada", "diffaugment", "spectral_norm", "r1", "cosine"],
+    ids=["ada", "diffaugment", "spectral_norm", "r1", "lecam", "cosine"],
 )
 def test_each_piece_trains_and_resumes_bit_for_bit(options: dict, tiny: Tiny, tmp_path: Path) -> None:
     """A checkpoint after epoch 1 (what a SIGKILL leaves) resumed to epoch 3 ends where a straight run does."""
@@ -219,8 +236,11 @@ def test_each_piece_trains_and_resumes_bit_for_bit(options: dict, tiny: Tiny, tm
         assert state_dicts_equal(weights(tmp_path / "straight" / name), weights(tmp_path / "resumed" / name))
     assert [row["d_loss"] for row in straight.history] == [row["d_loss"] for row in resumed.history]
     assert all(math.isfinite(v) for row in straight.history for v in row.values())
-    augment_state = straight.gan_step.augment.state_dict()
-    assert all(torch.equal(v, resumed.gan_step.augment.state_dict()[k]) for k, v in augment_state.items())
+    for name, piece in straight.gan_step.state.items():  # ada's probability, LeCam's averages, ...
+        resumed_state = resumed.gan_step.state[name].state_dict()
+        assert all(torch.equal(v, resumed_state[k]) for k, v in piece.state_dict().items()), name
+    if "lecam_weight" in options.get("trainer", {}):
+        assert "lecam" in straight.history[0] and straight.gan_step.output_averages.real_fake.abs().sum() > 0
 
 
 def test_the_schedule_warms_up_then_decays_to_its_floor(tiny: Tiny, tmp_path: Path) -> None:

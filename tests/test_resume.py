@@ -363,9 +363,10 @@ def test_sigkill_then_rerun_equals_an_uninterrupted_run(long_run, tmp_path: Path
 
 
 def test_sigkill_with_ada_and_its_regularisers_reruns_bit_for_bit(tiny: Tiny, tmp_path: Path) -> None:
-    """ADA's probability and statistics, spectral norm's vectors, lazy R1 and the schedule all resume."""
+    """ADA's probability and statistics, spectral norm's vectors, lazy R1, LeCam's averages and the schedule
+    all resume."""
     extra = ("--augment", "ada", "--ada-kimg", "0.5", "--spectral-norm", "true", "--r1-gamma", "0.1")
-    extra += ("--r1-every", "4", "--lr-schedule", "cosine", "--warmup-steps", "20")
+    extra += ("--r1-every", "4", "--lecam-weight", "0.1", "--lr-schedule", "cosine", "--warmup-steps", "20")
     args = _straight_run(tiny, tmp_path / "straight", extra)
     _kill_and_rerun(args, tmp_path / "straight", tmp_path / "killed")
     assert float(read_csv(tmp_path / "killed" / "losses.csv")[1][-1]["augment_p"]) > 0

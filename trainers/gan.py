@@ -70,7 +70,8 @@ class GANTrainer(Trainer):
         has_batchnorm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in discriminator.modules())
         # The step as the user wrote it (trainers/gan_step.py); the modules it calls are set below.
         self.gan_step = GANStep(generator, discriminator, s, discriminator.image_shape, joint_pass=not has_batchnorm)
-        self.gan_step.augment.to(device)
+        for piece in self.gan_step.state.values():
+            piece.to(device)
         # A generator step on every d_steps-th batch is a Python-side choice a CUDA graph would freeze.
         needs = {**self.engine_needs(s), "d_steps": Needs(reads_state=s.d_steps > 1), **self.gan_step.needs}
         distributed.check_needs(needs)
@@ -166,11 +167,12 @@ class GANTrainer(Trainer):
         torch._foreach_lerp_(self.ema_tensors, self.source_tensors, [weight] * len(self.ema_tensors))
 
     def extra_state(self) -> dict:
-        return {"ema_updates": self.ema_updates, "augment": self.gan_step.augment.state_dict()}
+        return {"ema_updates": self.ema_updates, **{k: v.state_dict() for k, v in self.gan_step.state.items()}}
 
     def load_extra_state(self, state: dict) -> None:
-        if "augment" in state:  # ada's probability and statistics
-            self.gan_step.augment.load_state_dict(state["augment"])
+        for name, piece in self.gan_step.state.items():  # e.g. ada's probability and statistics
+            if name in state:
+                piece.load_state_dict(state[name])
         if "ema_updates" in state:
             self.ema_updates.copy_(state["ema_updates"])
         elif self.ema is not None:  # a checkpoint from before the count: the generator's Adam steps are it

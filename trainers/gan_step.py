@@ -17,10 +17,18 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from trainers import distributed
 from trainers.augment import AUGMENTS, Augment, parse_policy
 from trainers.keys import POSITIVE, Rule, Settings, at_least, fraction, key, one_of
 from trainers.needs import Needs
-from trainers.objectives import GAN_OBJECTIVES, gan_discriminator_loss, gan_generator_loss, gradient_penalty, r1_penalty
+from trainers.objectives import (
+    GAN_OBJECTIVES,
+    gan_discriminator_loss,
+    gan_generator_loss,
+    gradient_penalty,
+    lecam_penalty,
+    r1_penalty,
+)
 
 
 def _is_policy(text: str) -> bool:
@@ -41,6 +49,11 @@ class GANStepSettings(Settings):
         0.0, "R1 penalty gamma/2 |grad D(x)|^2 on real images (Mescheder et al. 2018); 0: off", at_least(0)
     )
     r1_every: int = key(16, "r1_gamma: the penalty on every N-th step only, N times as strong (lazy R1)", POSITIVE)
+    lecam_weight: float = key(
+        0.0,
+        "LeCam regulariser weight (Tseng et al. 2021): D's outputs kept near the other kind's average; 0: off",
+        at_least(0),
+    )
     augment: str = key(
         "none",
         "augment what D sees: none, diffaugment (Zhao et al. 2020) or ada (Karras et al. 2020)",
@@ -57,6 +70,21 @@ class GANStepSettings(Settings):
     ada_kimg: float = key(
         100.0, "augment ada: thousands of real images for p to go from 0 to 1 at the fastest", POSITIVE
     )
+
+
+class OutputAverages(nn.Module):
+    """Moving averages of the discriminator's mean raw output on real and on generated images (LeCam's
+    anchors), from every rank's batch; tensors updated by tensor operations (a CUDA graph replays them)."""
+
+    def __init__(self, decay: float = 0.99) -> None:  # the paper's decay
+        super().__init__()
+        self.decay = decay
+        self.register_buffer("real_fake", torch.zeros(2))
+
+    @torch.no_grad()
+    def update(self, d_real: torch.Tensor, d_fake: torch.Tensor) -> None:
+        means = torch.stack([d_real.detach().mean(), d_fake.detach().mean()])
+        self.real_fake.lerp_(distributed.sum_over_ranks(means) / distributed.world_size(), 1 - self.decay)
 
 
 def total(terms: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -92,6 +120,9 @@ class GANStep:
         self.augment = Augment(
             settings.augment, settings.augment_policy, image_shape, settings.ada_target, settings.ada_kimg
         )
+        self.lecam_weight, self.output_averages = settings.lecam_weight, OutputAverages()
+        # The pieces that keep state between steps, by name: the engine moves them to the device and saves them.
+        self.state = {"augment": self.augment, "output_averages": self.output_averages}
         self.global_step = 0  # steps finished before this one, in the whole run
         # What each piece asks of the engine, by the name a note or an error gives it.
         self.needs = {
@@ -129,6 +160,10 @@ class GANStep:
         d_real, d_fake = self.run_D_on_both(real, fake, labels)
         self.augment.adapt(d_real)  # ada: p follows how much D overfits
         terms = {"adversarial": gan_discriminator_loss(self.loss, d_real, d_fake, self.real_target)}
+        if self.lecam_weight:  # against the averages before this step's outputs join them
+            average_real, average_fake = self.output_averages.real_fake
+            terms["lecam"] = self.lecam_weight * lecam_penalty(d_real, d_fake, average_real, average_fake)
+            self.output_averages.update(d_real, d_fake)
         if self.objective.gradient_penalty:
             terms["gradient_penalty"] = self.gp_weight * gradient_penalty(lambda x: self.run_D(x, labels), real, fake)
         if self.r1_gamma and self.global_step % self.r1_every == 0:

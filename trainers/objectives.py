@@ -166,6 +166,15 @@ def gradient_penalty(
     return (grad.flatten(1).norm(dim=1) - 1).pow(2).mean()
 
 
+def lecam_penalty(
+    d_real: torch.Tensor, d_fake: torch.Tensor, average_real: torch.Tensor, average_fake: torch.Tensor
+) -> torch.Tensor:
+    """E[relu(D(x) - a_fake)^2] + E[relu(a_real - D(G(z)))^2], a_real and a_fake moving averages of D's raw
+    outputs on real and generated images (Tseng et al., 2021, the LeCam regulariser): D's outputs may not
+    run far past the other kind's usual ones, which keeps it from memorising a few thousand images."""
+    return F.relu(d_real - average_fake).pow(2).mean() + F.relu(average_real - d_fake).pow(2).mean()
+
+
 def r1_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor) -> torch.Tensor:
     """E[|grad D(x)|_2^2] on real images (Mescheder et al., 2018): the discriminator is pushed to be flat
     around the data, which keeps it from overfitting; the R1 term is gamma / 2 times this."""
