@@ -77,17 +77,34 @@ def cifar_subset(root: Path, per_class: int, folder: Path) -> Path:
     return train
 
 
+def row_keys(augment: str) -> dict:
+    """The trainer keys a row names: kind[:op+op][@key=value...], e.g. diffaugment:translation@lecam_weight=0.1."""
+    spec, *extras = augment.split("@")
+    kind, _, policy = spec.partition(":")
+    keys = {"augment": kind, **({"augment_policy": policy.replace("+", ",")} if policy else {})}
+    for extra in extras:
+        key, _, value = extra.partition("=")
+        require(bool(key and value), f"'{extra}' in '{augment}' is not key=value")
+        try:
+            keys[key] = json.loads(value)  # numbers and true/false
+        except ValueError:
+            keys[key] = value  # a word: cosine
+    return keys
+
+
 def configure(name: str, augment: str, seed: int, args: argparse.Namespace) -> tuple:
     """(generator class, discriminator class, model, dataset and trainer kwargs) of one run. `augment` is a
-    value of the key, or kind:policy with + between the operations (diffaugment:translation+flip)."""
+    value of the key, or kind:policy with + between the operations (diffaugment:translation+flip), and any
+    other trainer keys after @ (row_keys)."""
     script, count, epochs, eval_every = DATA_SETS[name]
-    kind, _, policy = augment.partition(":")
+    folder = augment
+    for mark in ":+@=":
+        folder = folder.replace(mark, "_")
     trainer = {
         "num_epochs": args.epochs or epochs,
         "eval_every": args.eval_every or eval_every,
-        "augment": kind,
-        **({"augment_policy": policy.replace("+", ",")} if policy else {}),
-        "output_dir": str(args.output_dir / f"{name}_{augment.replace(':', '_').replace('+', '_')}_seed{seed}"),
+        **row_keys(augment),
+        "output_dir": str(args.output_dir / f"{name}_{folder}_seed{seed}"),
         "seed": seed,
         "device": args.device,
         "num_threads": args.threads,

@@ -72,17 +72,20 @@ def test_small_data_benchmark_trains_each_augment_at_each_seed_and_prints_its_ta
 ) -> None:
     benchmark = _load("small_data")
     argv = ["--root", str(mnist.root), "--runs", "gan_1000", "--epochs", "2", "--eval-every", "1", "--threads", "1"]
-    augments = "none,ada,diffaugment:translation+flip"
+    augments = "none,ada,diffaugment:translation+flip@lecam_weight=0.1"
     benchmark.main([*argv, "--augments", augments, "--seeds", "0,1", "--output-dir", str(tmp_path)])
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if line.startswith("| gan_1000 (")]
-    assert len(rows) == 12 and "| diffaugment:translation+flip | 1 |" in out  # each run as it ends, then the table
+    assert len(rows) == 12  # each run as it ends, then the table
+    assert "| diffaugment:translation+flip@lecam_weight=0.1 | 1 |" in out
     assert sum(line.startswith("| gan_1000 | none | 0,1 |") for line in out.splitlines()) == 1  # mean over seeds
     assert out.count("| none | 0 |") == 2 and out.count("| none | 1 |") == 2  # every none is 1.00 of its own seed
     assert all("| 1.00 |" in line for line in rows if "| none |" in line)
-    config = json.loads((tmp_path / "gan_1000_diffaugment_translation_flip_seed1" / "config.json").read_text())
+    config = json.loads(
+        (tmp_path / "gan_1000_diffaugment_translation_flip_lecam_weight_0.1_seed1" / "config.json").read_text()
+    )
     trainer = config["trainer"]
-    assert trainer["augment_policy"] == "translation,flip" and trainer["seed"] == 1
+    assert trainer["augment_policy"] == "translation,flip" and trainer["lecam_weight"] == 0.1 and trainer["seed"] == 1
     assert (tmp_path / "gan_1000_fd.png").is_file() and (tmp_path / "small_data.md").read_text().count(
         "| gan_1000 ("
     ) == 6
