@@ -171,7 +171,7 @@ def lecam_penalty(
 ) -> torch.Tensor:
     """E[relu(D(x) - a_fake)^2] + E[relu(a_real - D(G(z)))^2], a_real and a_fake moving averages of D's raw
     outputs on real and generated images (Tseng et al., 2021, the LeCam regulariser): D's outputs may not
-    run far past the other kind's usual ones, which keeps it from memorising a few thousand images."""
+    run far past the other kind's usual ones, the paper's remedy for a D that memorises few images."""
     return F.relu(d_real - average_fake).pow(2).mean() + F.relu(average_real - d_fake).pow(2).mean()
 
 
