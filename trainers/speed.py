@@ -2,7 +2,8 @@
 autocast, channels_last and torch.compile.
 
 With `amp`, `channels_last` and `compile` off a run computes exactly what it computed without them.
-`num_threads` only says how many CPU threads torch uses; `cuda_graphs` replays the same kernels.
+`cuda_graphs` replays the same kernels. `num_threads` says how many CPU threads torch uses: another count
+sums in another order, so the weights differ in the last bits (and a run drifts from that).
 """
 
 from __future__ import annotations
