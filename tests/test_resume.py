@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import main_gan
+import trainers.speed as speed
 from helpers import (
     REPO,
     Tiny,
@@ -296,6 +297,33 @@ def test_resume_false_starts_over(tiny: Tiny, tmp_path: Path) -> None:
     assert len(run.history) == 1
     assert len(read_csv(tmp_path / "a" / "losses.csv")[1]) == 1
     assert _same_weights("gan", tmp_path / "a", tmp_path / "b")
+
+
+def test_auto_threads_resume_with_the_count_the_run_was_trained_with(
+    tiny: Tiny, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """num_threads 'auto' counts the free cores, and another thread count sums in another order: a run
+    resumed while a core is busy keeps its two threads and still equals an uninterrupted one; an explicit
+    other count goes on with a note."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(speed, "usable_cores", lambda: {0, 1})
+    monkeypatch.setattr(speed, "DEFAULT_THREADS", 2)
+    monkeypatch.setattr(speed, "busy_cores", lambda cores, since=None: 0.0)
+    try:
+        tiny.train("gan", tmp_path / "straight", num_epochs=2, device="cpu")
+        tiny.train("gan", tmp_path / "resumed", num_epochs=1, device="cpu")
+        tiny.train("gan", tmp_path / "explicit", num_epochs=1, device="cpu")
+        monkeypatch.setattr(speed, "busy_cores", lambda cores, since=None: 1.0)  # 'auto' alone would pick 1
+        assert tiny.train("gan", tmp_path / "resumed", num_epochs=2, device="cpu").speed.num_threads == 2
+        assert _same_weights("gan", tmp_path / "straight", tmp_path / "resumed")
+        capsys.readouterr()
+        assert (
+            tiny.train("gan", tmp_path / "explicit", num_epochs=2, device="cpu", num_threads=1).speed.num_threads == 1
+        )
+        assert "2 CPU threads" in capsys.readouterr().out
+        assert not _same_weights("gan", tmp_path / "straight", tmp_path / "explicit")  # what the note warns of
+    finally:
+        torch.set_num_threads(1)  # the suite's
 
 
 # ---------------------------------------------------------------------------- real processes

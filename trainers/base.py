@@ -25,6 +25,7 @@ from trainers.keys import POSITIVE, Rule, Settings, at_least, fraction, key, one
 from trainers.metrics import FEATURES, GeneratorEvaluator, check_metrics_features, make_generator_evaluator
 from trainers.needs import Needs
 from trainers.run_files import RUN_FILES, FolderLock, clear_run_files, remove_stale_temps
+from trainers.speed import Speed
 from utils import (
     SEED_RANGE,
     UserError,
@@ -181,6 +182,7 @@ class Trainer:
     # What a subclass's own train_step asks of the engine (trainers/needs.py): Needs(reads_state=True) where
     # it reads Python-side state that changes from step to step (a loss-weight schedule, self.step).
     needs = Needs()
+    speed: Speed | None = None  # the trainer's speed settings (trainers/speed.py), built by a subclass
 
     def __init__(
         self,
@@ -692,6 +694,7 @@ class Trainer:
                 "step": self.step,
                 "outputs_pending": self.outputs_pending,
                 "world_size": self.world_size,
+                "num_threads": torch.get_num_threads(),
                 "data": self.data_fingerprint,
                 "partial_sums": self.partial_sums,
                 "seconds": self.seconds,
@@ -745,6 +748,8 @@ class Trainer:
                 f"note: {path} was trained by {saved_world} process(es), this run has {self.world_size}: the effective "
                 f"batch is now {self.world_size} x batch_size, and an epoch {len(self.loader)} steps"
             )
+        if self.speed is not None and "num_threads" in checkpoint:
+            self.speed.resume_threads(checkpoint["num_threads"])
         for name, model in self.models.items():
             load_state(model, checkpoint["models"][name], path)
         for name, optimizer in self.optimizers.items():

@@ -3,7 +3,8 @@ autocast, channels_last and torch.compile.
 
 With `amp`, `channels_last` and `compile` off a run computes exactly what it computed without them.
 `cuda_graphs` replays the same kernels. `num_threads` says how many CPU threads torch uses: another count
-sums in another order, so the weights differ in the last bits (and a run drifts from that).
+sums in another order, so the weights differ in the last bits (and a run drifts from that): a resumed
+run with 'auto' keeps the count its checkpoint was made with.
 """
 
 from __future__ import annotations
@@ -203,7 +204,9 @@ class Speed:
         compile: bool = False,
         cuda_graphs: bool = True,
     ) -> None:
-        torch.set_num_threads(choose_num_threads(num_threads, device))
+        self.num_threads = choose_num_threads(num_threads, device)
+        self.auto_threads = num_threads == "auto"
+        torch.set_num_threads(self.num_threads)
         self.device = device
         self.dtype = amp_dtype(device) if amp else None
         if amp and self.dtype is None:
@@ -219,6 +222,25 @@ class Speed:
         self.cuda_graphs = cuda_graphs and device.type == "cuda" and not compile and not distributed
         if cuda_graphs and device.type == "cuda" and not self.cuda_graphs:
             print("note: cuda_graphs ignored " + ("with compile" if compile else "under torchrun"))
+
+    def resume_threads(self, trained_with: int) -> None:
+        """A resumed run on the CPU: 'auto' keeps the thread count the run was trained with, where this
+        process may use that many cores, as another count would sum in another order (and the run would
+        no longer be bit for bit an uninterrupted one); else a note says the results will differ so."""
+        if self.device.type != "cpu" or trained_with == self.num_threads:
+            return
+        if self.auto_threads and trained_with <= len(usable_cores()):
+            print(
+                f"note: num_threads 'auto' keeps the {trained_with} CPU threads this run was trained with (it would "
+                f"pick {self.num_threads} now): another count would change the weights' last bits"
+            )
+            self.num_threads = trained_with
+            torch.set_num_threads(trained_with)
+        else:
+            print(
+                f"note: this run was trained with {trained_with} CPU threads and goes on with {self.num_threads}: "
+                "its weights will differ in the last bits from an uninterrupted run's"
+            )
 
     def adam_options(self) -> dict:
         return optimizer_options(self.device, capturable=self.cuda_graphs)
