@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,17 @@ import detect_vae_anamolies
 import main_dcgan
 import main_gan
 import main_vae
-from helpers import GAN_COLUMNS, VAE_COLUMNS, Tiny, cli_args, read_csv, run_main_in_process, run_script
+from helpers import (
+    GAN_COLUMNS,
+    REPO,
+    VAE_COLUMNS,
+    Tiny,
+    cli_args,
+    read_csv,
+    run_main_in_process,
+    run_script,
+    script_env,
+)
 from trainers import GANTrainer, VAETrainer
 from utils import UserError, check_kwargs, key_comments, load_model, parse_overrides, run_cli
 
@@ -166,6 +178,15 @@ def test_overrides_are_parsed_by_the_default_type() -> None:
     assert trainer["label_smoothing"] == 0.1
     untouched = _parse([])
     assert untouched["dataset"] == main_gan.dataset_kwargs  # nothing given, nothing changed
+
+
+def test_a_script_process_exits_without_collecting_the_imports_objects() -> None:
+    """run_cli freezes the objects before the interpreter's final collection (atexit runs the last registered
+    first, so the check registered before run_cli sees what that collection would)."""
+    check = "import atexit, gc; atexit.register(lambda: print('frozen', gc.get_freeze_count() > 0))"
+    code = f"{check}; from utils import run_cli; run_cli(lambda: None)"
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=script_env(), capture_output=True, text=True)
+    assert result.stdout.split() == ["frozen", "True"], result.stderr
 
 
 @pytest.mark.parametrize("argv", [["--shuffle", "maybe"], ["--bogus-key", "1"], ["--batch-size"]])
