@@ -37,6 +37,7 @@ from trainers.metrics import (
     fit_to_classifier,
     frechet_distance,
     kernel_distance,
+    kid_real_terms,
     knn_radii,
     make_generator_evaluator,
     precision_recall,
@@ -135,6 +136,17 @@ def test_kernel_distance_is_torch_fidelitys_number() -> None:
         assert kernel_distance(real, fake, subsets=subsets, subset_size=size, seed=seed) == pytest.approx(
             library, rel=1e-9
         )
+
+
+def test_kernel_distance_with_the_real_sums_given_is_the_same_number() -> None:
+    """The real-real kernel sums depend on the real set and the draws only: given (as the evaluator caches
+    them), the KID is the one computed from scratch, bit for bit."""
+    rng = np.random.default_rng(5)
+    real, fake = rng.normal(size=(300, 16)), 1.1 * rng.normal(size=(250, 16))
+    draws = {"subsets": 6, "subset_size": 120, "seed": 3}
+    terms = kid_real_terms(real, len(fake), **draws)
+    assert kernel_distance(real, fake, **draws, real_terms=terms) == kernel_distance(real, fake, **draws)
+    assert kernel_distance(real, fake, **draws, real_terms=terms + 1.0) != kernel_distance(real, fake, **draws)
 
 
 def test_library_metrics_equal_the_formulas_they_replaced() -> None:
@@ -304,6 +316,25 @@ def test_real_features_are_computed_once_per_data_classifier_and_protocol(small_
     labels.write_bytes(labels.read_bytes())  # the same bytes, written again: the files may have changed
     make_generator_evaluator(dataset, (1, 28, 28), classifier_max_samples=256)
     assert len(list((data_source(dataset).cache_dir / "real_features").glob("*.npz"))) == 4
+
+
+def test_kid_sums_cached_for_one_seed_serve_no_other(small_mnist: Path) -> None:
+    """The real features' cache holds KID's real-real sums for the seed that wrote it; an evaluator of another
+    seed reading that file scores exactly as one that wrote its own."""
+    dataset = {"dataset_type": "mnist", "root": str(small_mnist)}
+    torch.manual_seed(0)
+    generator = FCGenerator(8, 16).eval()
+    sample = lambda z: (generator(z).view(-1, 1, 28, 28) + 1) / 2  # noqa: E731
+    scores = {}
+    for seed in (0, 1):  # each first writes the cache, then reads the other seed's
+        for written in (data_source(dataset).cache_dir / "real_features").glob("*.npz"):
+            written.unlink()
+        scores[seed, "own"] = make_generator_evaluator(dataset, (1, 28, 28), seed=seed, classifier_max_samples=256)
+        scores[1 - seed, "other"] = make_generator_evaluator(
+            dataset, (1, 28, 28), seed=1 - seed, classifier_max_samples=256
+        )
+    for seed in (0, 1):
+        assert scores[seed, "own"].evaluate_generator(sample, 8) == scores[seed, "other"].evaluate_generator(sample, 8)
 
 
 def test_classifier_learns_the_tiny_digits(evaluator) -> None:

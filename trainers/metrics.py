@@ -43,12 +43,16 @@ FEATURES = ("auto", "inception", "classifier")
 INCEPTION_FILES = ("weights-inception-2015-12-05-6726825d.pth", "pt_inception-2015-12-05-6726825d.pth")
 MAX_IMAGES = 10_000  # real test images (and as many generated ones) per evaluation: all of MNIST's test split
 CPU_FEATURE_CHUNK = 100  # images a forward pass of the feature network on a CPU (see embed)
+# Rows of a block of k-NN distances: 500 x 10,000 floats is memory the allocator keeps and reuses, where
+# larger blocks are fresh pages from the OS every time.
+DISTANCE_ROWS = 500
 
 # ---------------------------------------------------------------------------- the metrics themselves
 
 
 # KID's subsets: half torch-fidelity's default of 100, at half its cost (metrics.json's protocol says so).
 KID_SUBSETS = 50
+KID_SUBSET_SIZE = 1000
 
 
 def frechet_distance(real: np.ndarray, fake: np.ndarray) -> float:
@@ -59,30 +63,57 @@ def frechet_distance(real: np.ndarray, fake: np.ndarray) -> float:
     return float(max(fid_statistics_to_metric(*stats, verbose=False)[KEY_METRIC_FID], 0.0))
 
 
+def kid_draws(
+    num_real: int, num_fake: int, subsets: int = KID_SUBSETS, subset_size: int = KID_SUBSET_SIZE, seed: int = 0
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """KID's (real, generated) index subsets: torch-fidelity's seeded numpy draws, in its order."""
+    size = min(subset_size, num_real, num_fake)
+    if size < 2:
+        raise ValueError("the kernel distance needs at least 2 samples of each set")
+    rng = np.random.RandomState(seed)
+    draws = []
+    for _ in range(subsets):
+        real = rng.choice(num_real, size, replace=False)
+        draws.append((real, rng.choice(num_fake, size, replace=False)))
+    return draws
+
+
+def _kernel_sums(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The sum of k(x_i, y_j) = (x_i.y_j / D + 1)^3 over all pairs, and over the diagonal."""
+    k = (x @ y.T).mul_(1.0 / x.shape[1]).add_(1).pow_(3)
+    return k.sum(), k.diagonal().sum()
+
+
+def kid_real_terms(real: np.ndarray, num_fake: int, **draws: int) -> torch.Tensor:
+    """Each KID subset's real-real kernel sum off the diagonal: it depends on the real set and the draws only
+    (`kid_draws`' keywords), so the evaluator computes it once with the real features."""
+    real_t = torch.from_numpy(real).double()
+    sums = [_kernel_sums(real_t[r], real_t[r]) for r, _ in kid_draws(len(real), num_fake, **draws)]
+    return torch.stack([total - diagonal for total, diagonal in sums])
+
+
 def kernel_distance(
-    real: np.ndarray, fake: np.ndarray, subsets: int = KID_SUBSETS, subset_size: int = 1000, seed: int = 0
+    real: np.ndarray,
+    fake: np.ndarray,
+    subsets: int = KID_SUBSETS,
+    subset_size: int = KID_SUBSET_SIZE,
+    seed: int = 0,
+    real_terms: torch.Tensor | None = None,
 ) -> float:
     """KID: unbiased MMD^2 with the kernel k(x, y) = (x.y / D + 1)^3, the mean over random subsets.
 
     torch-fidelity's kid_features_to_metric (its seeded numpy draws of the subsets, its float64 sums),
-    with the kernel computed in torch: numpy's float64 power is most of the library's time."""
-    size = min(subset_size, len(real), len(fake))
-    if size < 2:
-        raise ValueError("the kernel distance needs at least 2 samples of each set")
-    rng = np.random.RandomState(seed)
+    with the kernel computed in torch: numpy's float64 power is most of the library's time. `real_terms`:
+    kid_real_terms of the same real set, draws and generated count, where they are known."""
+    draws = {"subsets": subsets, "subset_size": subset_size, "seed": seed}
+    real_terms = kid_real_terms(real, len(fake), **draws) if real_terms is None else real_terms
     real_t, fake_t = torch.from_numpy(real).double(), torch.from_numpy(fake).double()
-    gamma = 1.0 / real.shape[1]
-
-    def kernel_sums(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        k = (x @ y.T).mul_(gamma).add_(1).pow_(3)
-        return k.sum(), k.diagonal().sum()
-
     mmds = []
-    for _ in range(subsets):
-        x = real_t[rng.choice(len(real), size, replace=False)]
-        y = fake_t[rng.choice(len(fake), size, replace=False)]
-        (xx, xx_diagonal), (yy, yy_diagonal), (xy, _) = kernel_sums(x, x), kernel_sums(y, y), kernel_sums(x, y)
-        mmds.append((xx - xx_diagonal + yy - yy_diagonal) / (size * (size - 1)) - 2 * xy / (size * size))
+    for (r, f), real_term in zip(kid_draws(len(real), len(fake), **draws), real_terms, strict=True):
+        x, y = real_t[r], fake_t[f]
+        (yy, yy_diagonal), (xy, _) = _kernel_sums(y, y), _kernel_sums(x, y)
+        size = len(r)
+        mmds.append((real_term + yy - yy_diagonal) / (size * (size - 1)) - 2 * xy / (size * size))
     return float(torch.stack(mmds).mean())
 
 
@@ -101,7 +132,7 @@ def class_entropy_bits(logits: np.ndarray) -> float:
     return float(-(share * np.log2(share)).sum() + 0.0)  # + 0.0: no "-0.0" for a single class
 
 
-def knn_radii(features: np.ndarray, k: int = 3, chunk: int = 2000) -> np.ndarray:
+def knn_radii(features: np.ndarray, k: int = 3, chunk: int = DISTANCE_ROWS) -> np.ndarray:
     """Each point's distance to its k-th nearest neighbour in the set (the point itself excluded): the radius
     of its ball in improved precision and recall. Depends on one set only, so the real images' are cached."""
     points = torch.from_numpy(features).float()
@@ -110,7 +141,7 @@ def knn_radii(features: np.ndarray, k: int = 3, chunk: int = 2000) -> np.ndarray
 
 
 def precision_recall(
-    real: np.ndarray, fake: np.ndarray, k: int = 3, real_radii: np.ndarray | None = None, chunk: int = 2000
+    real: np.ndarray, fake: np.ndarray, k: int = 3, real_radii: np.ndarray | None = None, chunk: int = DISTANCE_ROWS
 ) -> tuple[float, float]:
     """Improved precision and recall (Kynkäänniemi et al. 2019) with k-nearest-neighbour balls: the share of
     generated points inside the real points' balls, and of real points inside the generated ones'. The
@@ -134,13 +165,14 @@ def feature_metrics(
     fake_logits: np.ndarray,
     seed: int = 0,
     real_radii: np.ndarray | None = None,
+    real_kid_terms: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """All generator metrics of one generated set against the real one (`real_radii`: knn_radii of the real
-    features, where they are known)."""
+    features, `real_kid_terms`: their kid_real_terms, where they are known)."""
     precision, recall = precision_recall(real_features, fake_features, real_radii=real_radii)
     return {
         "frechet_distance": frechet_distance(real_features, fake_features),
-        "kid": kernel_distance(real_features, fake_features, seed=seed),
+        "kid": kernel_distance(real_features, fake_features, seed=seed, real_terms=real_kid_terms),
         "classifier_score": classifier_score(fake_logits),
         "class_entropy_bits": class_entropy_bits(fake_logits),
         "precision": precision,
@@ -240,6 +272,7 @@ class GeneratorEvaluator:
         )
         self.scored_classes = False  # class_accuracy measured (a conditional generator)
         self.device, self.seed, self.batch_size = torch.device(device), seed, batch_size
+        self.kid_draws = {"subsets": KID_SUBSETS, "subset_size": KID_SUBSET_SIZE, "seed": seed}
         cached = _read_real_features(cache)
         if cached is None:
             if callable(real_images):
@@ -249,8 +282,12 @@ class GeneratorEvaluator:
             labels = np.zeros(0, np.int64) if real_labels is None else real_labels.cpu().numpy()
             cached = {"features": features, "logits": logits, "labels": labels, "shape": real_images.shape[1:]}
             cached["radii"] = knn_radii(features)
+            cached["kid_draws"] = np.array(list(self.kid_draws.values()))
+            cached["kid_real"] = kid_real_terms(features, len(features), **self.kid_draws).numpy()
             _write_real_features(cache, cached)
         self.real_features, self.real_logits, self.real_radii = cached["features"], cached["logits"], cached["radii"]
+        known = "kid_real" in cached and list(cached["kid_draws"]) == list(self.kid_draws.values())
+        self.kid_real = torch.from_numpy(cached["kid_real"]) if known else None  # else computed when first used
         labels = np.asarray(cached["labels"], dtype=np.int64)
         self.real_labels = torch.from_numpy(labels) if len(labels) else None
         self.num_images, self.image_shape = len(self.real_features), tuple(int(n) for n in cached["shape"])
@@ -272,11 +309,20 @@ class GeneratorEvaluator:
     def evaluate_images(self, batches: Iterable[torch.Tensor]) -> dict[str, float]:
         """Metrics of a set of float [0, 1] images (given in batches) against the real test images."""
         features, logits = self.embed(batches)
-        metrics = feature_metrics(self.real_features, features, logits, self.seed, self.real_radii)
+        kid_terms = self._kid_real_terms(len(features))
+        metrics = feature_metrics(self.real_features, features, logits, self.seed, self.real_radii, kid_terms)
         if self.inception:  # FID and the Inception score by their names; ImageNet's classes say nothing here
             renamed = {"frechet_distance": "fid", "classifier_score": "inception_score"}
             return {renamed.get(k, k): v for k, v in metrics.items() if k != "class_entropy_bits"}
         return metrics
+
+    def _kid_real_terms(self, num_fake: int) -> torch.Tensor | None:
+        """KID's real-real sums for `num_fake` generated images, kept for as many as there are real ones."""
+        if num_fake != self.num_images:
+            return None
+        if self.kid_real is None:
+            self.kid_real = kid_real_terms(self.real_features, num_fake, **self.kid_draws)
+        return self.kid_real
 
     @torch.no_grad()
     def evaluate_generator(
@@ -352,7 +398,7 @@ class GeneratorEvaluator:
             "real_split": self.real_split,
             "resize": resize,
             "kid": f"unbiased MMD^2, cubic polynomial kernel, mean of {KID_SUBSETS} subsets of "
-            f"{min(1000, self.num_images)}",
+            f"{min(KID_SUBSET_SIZE, self.num_images)}",
             "precision_recall": "k-NN, k = 3 (Kynkaanniemi et al. 2019)",
             **(
                 {
@@ -393,9 +439,9 @@ def _read_real_features(path: Path | None) -> dict | None:
     try:
         with np.load(path) as cached:
             features = cached["features"].astype(np.float64)  # stored as the network computed them: float32
-            return {"features": features, "logits": cached["logits"].astype(np.float64), **{
-                k: cached[k] for k in ("labels", "shape", "radii")
-            }}  # fmt: skip
+            found = {k: cached[k] for k in ("labels", "shape", "radii")}  # a KeyError: an older file, made again
+            found.update({k: cached[k] for k in ("kid_draws", "kid_real") if k in cached.files})  # else made when used
+            return {"features": features, "logits": cached["logits"].astype(np.float64), **found}
     except (OSError, KeyError, ValueError):  # torn or foreign: computed again
         return None
 
