@@ -68,9 +68,9 @@ from trainers.objectives import (
 from trainers.setup import make_output_dir
 from utils import (
     analysis_main,
+    figure,
     load_trained,
     pick_device,
-    pyplot,
     require,
     resolve_weights,
     run_cli,
@@ -297,9 +297,9 @@ def score_threshold(errors: np.ndarray, is_anomaly: np.ndarray, threshold_percen
 def plot_histograms(
     errors: np.ndarray, is_anomaly: np.ndarray, names: tuple[str, str], summary: dict, path: Path
 ) -> None:
-    plt = pyplot()
     bins = np.histogram_bin_edges(errors, bins=60)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig = figure(figsize=(7, 4.5))
+    ax = fig.subplots()
     for flag, name, color in ((False, names[0], "tab:blue"), (True, names[1], "tab:red")):
         # density: the two groups may differ in size (anomaly 'classes')
         ax.hist(errors[is_anomaly == flag], bins=bins, alpha=0.55, density=True, color=color, label=name)
@@ -314,17 +314,16 @@ def plot_histograms(
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def plot_roc(errors: np.ndarray, is_anomaly: np.ndarray, summary: dict, path: Path) -> None:
     from sklearn.metrics import roc_curve  # imported when first used
 
-    plt = pyplot()
     fpr, tpr, _ = roc_curve(is_anomaly, errors)
     flagged = errors > summary["threshold"]
     point = (flagged[~is_anomaly].mean(), flagged[is_anomaly].mean())  # (FPR, TPR) at the threshold
-    fig, ax = plt.subplots(figsize=(5, 5))
+    fig = figure(figsize=(5, 5))
+    ax = fig.subplots()
     ax.plot(fpr, tpr, color="tab:red", label=f"VAE {summary['score']} score (AUROC {summary['auroc']:.3f})")
     ax.plot([0, 1], [0, 1], color="grey", ls=":", label="chance")
     ax.plot(*point, "ko", label=f"threshold: precision {summary['precision']:.2f}, recall {summary['recall']:.2f}")
@@ -335,7 +334,6 @@ def plot_roc(errors: np.ndarray, is_anomaly: np.ndarray, summary: dict, path: Pa
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 @torch.no_grad()
@@ -578,7 +576,6 @@ def plot_anomaly_maps(
 ) -> None:
     """A row per image: the image, its reconstruction, and the reconstruction score's per-pixel term over the
     image (one colour scale for all rows, so the maps compare)."""
-    plt = pyplot()
     device = scoring["device"]
     maps = anomaly_maps(vae, x, device, scoring["subtract_pixel_entropy"]).clamp(min=0)
     with torch.no_grad():
@@ -588,7 +585,8 @@ def plot_anomaly_maps(
     def shown(image: torch.Tensor) -> np.ndarray:
         return image[0].numpy() if grey else image.permute(1, 2, 0).numpy()
 
-    fig, axes = plt.subplots(len(x), 3, figsize=(7.5, 2.5 * len(x)), squeeze=False)
+    fig = figure(figsize=(7.5, 2.5 * len(x)))
+    axes = fig.subplots(len(x), 3, squeeze=False)
     top = float(maps.max()) or 1.0
     for row, (image, reconstruction, pixel_map, file, score) in enumerate(
         zip(x, reconstructions, maps, files, scores, strict=True)
@@ -605,7 +603,6 @@ def plot_anomaly_maps(
             ax.axis("off")
     fig.colorbar(heat, ax=axes[:, 2].tolist(), shrink=0.6, label="nats per pixel")
     fig.savefig(out / "anomaly_maps.png", dpi=100)
-    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> dict:

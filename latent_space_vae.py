@@ -29,9 +29,9 @@ from models import names_of_kind
 from trainers.setup import make_output_dir
 from utils import (
     analysis_main,
+    figure,
     load_trained,
     pick_device,
-    pyplot,
     require,
     resolve_weights,
     run_cli,
@@ -119,10 +119,12 @@ def separation(
 
 
 def plot_map(points: np.ndarray, labels: np.ndarray, title: str, path: Path) -> None:
-    plt = pyplot()
+    from matplotlib import colormaps  # imported when first used
+
     classes = np.unique(labels)
-    cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
-    fig, ax = plt.subplots(figsize=(7.5, 6.5))
+    cmap = colormaps["tab10" if len(classes) <= 10 else "tab20"]
+    fig = figure(figsize=(7.5, 6.5))
+    ax = fig.subplots()
     for i, label in enumerate(classes):
         mine = labels == label
         ax.scatter(*points[mine].T, s=4, alpha=0.6, color=cmap(i % cmap.N), label=str(label), rasterized=True)
@@ -131,7 +133,6 @@ def plot_map(points: np.ndarray, labels: np.ndarray, title: str, path: Path) -> 
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def run_latent_map(

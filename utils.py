@@ -21,13 +21,16 @@ import types
 import typing
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from models import MODELS
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 class UserError(Exception):
@@ -36,9 +39,11 @@ class UserError(Exception):
 
 def run_cli(main: Callable[..., Any], *args: Any) -> None:
     """Run a script's main; turn a UserError into one line on stderr and exit status 2."""
-    # The interpreter's last garbage collection would walk every object the imports made (torch's are
-    # many) to free memory the process hands back anyway: frozen, they are skipped, and it exits sooner.
-    atexit.register(gc.freeze)
+    if getattr(main, "__module__", None) == "__main__":  # the script is the process: what exists now lives to exit
+        # Torch's import makes many objects that every full garbage collection would walk again (later imports
+        # trigger some, and the interpreter's last one at exit): frozen, the collections skip them.
+        gc.freeze()
+        atexit.register(gc.freeze)
     try:
         main(*args)
     except UserError as error:
@@ -232,14 +237,12 @@ def pick_device(name: str = "auto") -> torch.device:
     return device
 
 
-def pyplot() -> types.ModuleType:
-    """matplotlib.pyplot, drawing to files only (no display), imported when a plot is first drawn."""
-    import matplotlib
+def figure(**kwargs: Any) -> Figure:
+    """A matplotlib Figure that draws to files only: no pyplot (no display, no global list of figures to
+    close), and matplotlib is imported when a plot is first drawn."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return Figure(**kwargs)
 
 
 def available_memory() -> float:

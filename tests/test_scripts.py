@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import gc
 import subprocess
 import sys
 from pathlib import Path
@@ -180,13 +181,22 @@ def test_overrides_are_parsed_by_the_default_type() -> None:
     assert untouched["dataset"] == main_gan.dataset_kwargs  # nothing given, nothing changed
 
 
-def test_a_script_process_exits_without_collecting_the_imports_objects() -> None:
-    """run_cli freezes the objects before the interpreter's final collection (atexit runs the last registered
-    first, so the check registered before run_cli sees what that collection would)."""
-    check = "import atexit, gc; atexit.register(lambda: print('frozen', gc.get_freeze_count() > 0))"
-    code = f"{check}; from utils import run_cli; run_cli(lambda: None)"
+def test_a_script_process_collects_neither_the_imports_objects_nor_at_exit() -> None:
+    """A script's run_cli freezes the objects that exist when its main starts, and again before the interpreter's
+    final collection (atexit runs the last registered first, so the check registered before run_cli sees what
+    that collection would)."""
+    check = "import atexit, gc; atexit.register(lambda: print('at exit', gc.get_freeze_count() > 0))"
+    main = "lambda: print('at start', gc.get_freeze_count() > 0)"
+    code = f"{check}; from utils import run_cli; run_cli({main})"
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=script_env(), capture_output=True, text=True)
-    assert result.stdout.split() == ["frozen", "True"], result.stderr
+    assert result.stdout.split() == ["at", "start", "True", "at", "exit", "True"], result.stderr
+
+
+def test_run_cli_called_in_another_program_freezes_nothing() -> None:
+    """Frozen objects are never collected: a test or notebook calling run_cli keeps its garbage collectable."""
+    before = gc.get_freeze_count()
+    run_cli(lambda: None)
+    assert gc.get_freeze_count() == before
 
 
 @pytest.mark.parametrize("argv", [["--shuffle", "maybe"], ["--bogus-key", "1"], ["--batch-size"]])

@@ -32,9 +32,9 @@ from utils import (
     all_or_nothing,
     atomic_file,
     atomic_save,
+    figure,
     keyword_defaults,
     load_state,
-    pyplot,
     read_checkpoint,
     require,
     save_model,
@@ -605,8 +605,8 @@ class Trainer:
     def _plot_curve(self) -> None:
         panels = [p for p in self.curve_panels if any(k in row for row in self.history for k in p)]
         count = len(panels) + bool(self.metrics)
-        plt = pyplot()
-        fig, axes = plt.subplots(1, count, figsize=(5.5 * count, 4), squeeze=False)
+        fig = figure(figsize=(5.5 * count, 4))
+        axes = fig.subplots(1, count, squeeze=False)
         for ax, names in zip(axes[0], panels, strict=False):
             for name in names:
                 if self.curve and name in self.curve[0]:
@@ -630,7 +630,6 @@ class Trainer:
         fig.tight_layout()
         with atomic_file(self.output_dir / f"train_loss_curve_{self.num_epochs}.png", "wb") as f:
             fig.savefig(f, format="png", dpi=100)
-        plt.close(fig)
 
     def _plot_metrics(self, ax: Axes) -> None:
         epochs = [row["epoch"] for row in self.metrics]
