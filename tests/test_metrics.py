@@ -337,6 +337,23 @@ def test_kid_sums_cached_for_one_seed_serve_no_other(small_mnist: Path) -> None:
         assert scores[seed, "own"].evaluate_generator(sample, 8) == scores[seed, "other"].evaluate_generator(sample, 8)
 
 
+def test_a_features_cache_written_before_kids_sums_were_kept_gets_them(small_mnist: Path, monkeypatch) -> None:
+    dataset = {"dataset_type": "mnist", "root": str(small_mnist)}
+    first = make_generator_evaluator(dataset, (1, 28, 28), classifier_max_samples=256)
+    (path,) = (data_source(dataset).cache_dir / "real_features").glob("*.npz")
+    with np.load(path) as cached:
+        older = {k: cached[k] for k in cached.files if not k.startswith("kid_")}
+    np.savez(path, **older)
+    monkeypatch.setattr("trainers.metrics.load_real_test", lambda *args, **kwargs: pytest.fail("images loaded again"))
+    second = make_generator_evaluator(dataset, (1, 28, 28), classifier_max_samples=256)
+    with np.load(path) as cached:
+        assert {"kid_real", "kid_draws"} <= set(cached.files)
+    torch.manual_seed(0)
+    generator = FCGenerator(8, 16).eval()
+    sample = lambda z: (generator(z).view(-1, 1, 28, 28) + 1) / 2  # noqa: E731
+    assert first.evaluate_generator(sample, 8) == second.evaluate_generator(sample, 8)
+
+
 def test_classifier_learns_the_tiny_digits(evaluator) -> None:
     assert evaluator.record["test_accuracy"] >= 0.9
 

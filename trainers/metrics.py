@@ -282,8 +282,9 @@ class GeneratorEvaluator:
             labels = np.zeros(0, np.int64) if real_labels is None else real_labels.cpu().numpy()
             cached = {"features": features, "logits": logits, "labels": labels, "shape": real_images.shape[1:]}
             cached["radii"] = knn_radii(features)
+        if "kid_real" not in cached:  # new, or a file written before KID's sums were kept: they are added
             cached["kid_draws"] = np.array(list(self.kid_draws.values()))
-            cached["kid_real"] = kid_real_terms(features, len(features), **self.kid_draws).numpy()
+            cached["kid_real"] = kid_real_terms(cached["features"], len(cached["features"]), **self.kid_draws).numpy()
             _write_real_features(cache, cached)
         self.real_features, self.real_logits, self.real_radii = cached["features"], cached["logits"], cached["radii"]
         known = "kid_real" in cached and list(cached["kid_draws"]) == list(self.kid_draws.values())
