@@ -202,6 +202,25 @@ def test_lecam_is_its_formula_and_its_anchors_follow_the_discriminator() -> None
     assert "lecam" not in GANStep(g, d, GANStepSettings(), d.image_shape).discriminator_loss(real, fake, ())[0]
 
 
+def test_bcr_is_its_formula_over_two_draws_of_the_augmentation() -> None:
+    """bCR = w (E[(D(T x) - D(T' x))^2] + the same on generated images), T and T' two draws of the policy;
+    the adversarial loss uses the first draw. Without an augmentation it is refused before training."""
+    g, d = FCGenerator(8, 16), FCDiscriminator(784, 16, discriminator_dropout=0.0)
+    settings = GANStepSettings(augment="diffaugment", augment_policy="translation", bcr_weight=2.0)
+    step = GANStep(g, d, settings, d.image_shape)
+    real, fake = torch.rand(4, 1, 28, 28), torch.rand(4, 784)
+    torch.manual_seed(0)
+    terms, d_real, d_fake = step.discriminator_loss(real, fake, ())
+    torch.manual_seed(0)
+    first, again = step.run_D_on_both(real, fake, ()), step.run_D_on_both(real, fake, ())
+    torch.testing.assert_close((d_real, d_fake), first)
+    expected = 2.0 * ((first[0] - again[0]).pow(2).mean() + (first[1] - again[1]).pow(2).mean())
+    torch.testing.assert_close(terms["bcr"], expected)
+    assert terms["bcr"] > 0  # the two draws differ
+    with pytest.raises(UserError, match="bcr_weight"):
+        GANStep(g, d, GANStepSettings(bcr_weight=1.0), d.image_shape)
+
+
 # ---------------------------------------------------------------------------- through the trainer
 
 
@@ -214,8 +233,9 @@ def test_lecam_is_its_formula_and_its_anchors_follow_the_discriminator() -> None
         {"trainer": {"r1_gamma": 1.0, "r1_every": 2}},
         {"trainer": {"augment": "diffaugment", "augment_policy": "translation", "lecam_weight": 0.1}},
         {"trainer": {"lr_schedule": "cosine", "warmup_steps": 3, "min_lr_ratio": 0.0}},
+        {"trainer": {"augment": "diffaugment", "augment_policy": "translation", "bcr_weight": 1.0}},
     ],
-    ids=["ada", "diffaugment", "spectral_norm", "r1", "lecam", "cosine"],
+    ids=["ada", "diffaugment", "spectral_norm", "r1", "lecam", "cosine", "bcr"],
 )
 def test_each_piece_trains_and_resumes_bit_for_bit(options: dict, tiny: Tiny, tmp_path: Path) -> None:
     """A checkpoint after epoch 1 (what a SIGKILL leaves) resumed to epoch 3 ends where a straight run does."""
@@ -241,6 +261,8 @@ def test_each_piece_trains_and_resumes_bit_for_bit(options: dict, tiny: Tiny, tm
         assert all(torch.equal(v, resumed_state[k]) for k, v in piece.state_dict().items()), name
     if "lecam_weight" in options.get("trainer", {}):
         assert "lecam" in straight.history[0] and straight.gan_step.output_averages.real_fake.abs().sum() > 0
+    if "bcr_weight" in options.get("trainer", {}):
+        assert straight.history[0]["bcr"] > 0
 
 
 def test_the_schedule_warms_up_then_decays_to_its_floor(tiny: Tiny, tmp_path: Path) -> None:

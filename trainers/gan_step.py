@@ -23,12 +23,14 @@ from trainers.keys import POSITIVE, Rule, Settings, at_least, fraction, key, one
 from trainers.needs import Needs
 from trainers.objectives import (
     GAN_OBJECTIVES,
+    consistency_penalty,
     gan_discriminator_loss,
     gan_generator_loss,
     gradient_penalty,
     lecam_penalty,
     r1_penalty,
 )
+from utils import require
 
 
 def _is_policy(text: str) -> bool:
@@ -52,6 +54,11 @@ class GANStepSettings(Settings):
     lecam_weight: float = key(
         0.0,
         "LeCam regulariser weight (Tseng et al. 2021): D's outputs kept near the other kind's average; 0: off",
+        at_least(0),
+    )
+    bcr_weight: float = key(
+        0.0,
+        "balanced consistency regularisation (Zhao et al. 2021): D's outputs under two draws of augment alike; 0: off",
         at_least(0),
     )
     augment: str = key(
@@ -121,6 +128,11 @@ class GANStep:
             settings.augment, settings.augment_policy, image_shape, settings.ada_target, settings.ada_kimg
         )
         self.lecam_weight, self.output_averages = settings.lecam_weight, OutputAverages()
+        self.bcr_weight = settings.bcr_weight
+        require(
+            not self.bcr_weight or settings.augment != "none",
+            "bcr_weight compares two draws of the augmentation: set augment to diffaugment or ada, or bcr_weight to 0",
+        )
         # The pieces that keep state between steps, by name: the engine moves them to the device and saves them.
         self.state = {"augment": self.augment, "output_averages": self.output_averages}
         self.global_step = 0  # steps finished before this one, in the whole run
@@ -160,6 +172,10 @@ class GANStep:
         d_real, d_fake = self.run_D_on_both(real, fake, labels)
         self.augment.adapt(d_real)  # ada: p follows how much D overfits
         terms = {"adversarial": gan_discriminator_loss(self.loss, d_real, d_fake, self.real_target)}
+        if self.bcr_weight:  # the same images again, under another draw of the augmentation
+            again_real, again_fake = self.run_D_on_both(real, fake, labels)
+            consistency = consistency_penalty(d_real, again_real) + consistency_penalty(d_fake, again_fake)
+            terms["bcr"] = self.bcr_weight * consistency
         if self.lecam_weight:  # against the averages before this step's outputs join them
             average_real, average_fake = self.output_averages.real_fake
             terms["lecam"] = self.lecam_weight * lecam_penalty(d_real, d_fake, average_real, average_fake)

@@ -177,6 +177,13 @@ def lecam_penalty(
     return F.relu(d_real - average_fake).pow(2).mean() + F.relu(average_real - d_fake).pow(2).mean()
 
 
+def consistency_penalty(outputs: torch.Tensor, outputs_again: torch.Tensor) -> torch.Tensor:
+    """E[(D(T(x)) - D(T'(x)))^2] for two draws T, T' of the augmentation of the same images: the discriminator
+    may not tell the augmentations apart (consistency regularisation, Zhang et al. 2020; balanced, on real and
+    generated images alike, Zhao et al. 2021)."""
+    return (outputs - outputs_again).pow(2).mean()
+
+
 def r1_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor) -> torch.Tensor:
     """E[|grad D(x)|_2^2] on real images (Mescheder et al., 2018): the discriminator is pushed to be flat
     around the data, which keeps it from overfitting; the R1 term is gamma / 2 times this."""
