@@ -26,6 +26,7 @@ seeds, and their range). A run that is already there resumes or, finished, is re
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import sys
@@ -70,10 +71,12 @@ def cifar_subset(root: Path, per_class: int, folder: Path) -> Path:
         for image in sorted(class_dir.iterdir())[:per_class]:
             link = target / image.name
             if not link.exists():
-                link.symlink_to(image.resolve())
+                with contextlib.suppress(FileExistsError):  # another run building the same folder at once
+                    link.symlink_to(image.resolve())
     for name in ("test", "classifiers"):  # the whole test split; the classifier trained on all 50,000
         if (source / name).exists() and not (folder / name).exists():
-            (folder / name).symlink_to((source / name).resolve())
+            with contextlib.suppress(FileExistsError):
+                (folder / name).symlink_to((source / name).resolve())
     return train
 
 
