@@ -287,8 +287,8 @@ class GeneratorEvaluator:
             cached["kid_real"] = kid_real_terms(cached["features"], len(cached["features"]), **self.kid_draws).numpy()
             _write_real_features(cache, cached)
         self.real_features, self.real_logits, self.real_radii = cached["features"], cached["logits"], cached["radii"]
-        known = "kid_real" in cached and list(cached["kid_draws"]) == list(self.kid_draws.values())
-        self.kid_real = torch.from_numpy(cached["kid_real"]) if known else None  # else computed when first used
+        same_draws = list(cached["kid_draws"]) == list(self.kid_draws.values())  # else another seed's sums
+        self.kid_real = torch.from_numpy(cached["kid_real"]) if same_draws else None  # then computed when first used
         labels = np.asarray(cached["labels"], dtype=np.int64)
         self.real_labels = torch.from_numpy(labels) if len(labels) else None
         self.num_images, self.image_shape = len(self.real_features), tuple(int(n) for n in cached["shape"])
