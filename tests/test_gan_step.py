@@ -221,6 +221,27 @@ def test_bcr_is_its_formula_over_two_draws_of_the_augmentation() -> None:
         GANStep(g, d, GANStepSettings(bcr_weight=1.0), d.image_shape)
 
 
+def test_zcr_is_its_formula_at_latents_a_little_away() -> None:
+    """zCR (Zhao et al. 2021): D pays w_d E[(D(G(z)) - D(G(z + e)))^2], G gains w_g E[|G(z) - G(z + e)|^2],
+    e ~ N(0, sigma^2), each with its own draw of e."""
+    g, d = FCGenerator(8, 16), FCDiscriminator(784, 16, discriminator_dropout=0.0)
+    settings = GANStepSettings(zcr_weight=2.0, zcr_generator_weight=0.5, zcr_sigma=0.1)
+    step = GANStep(g, d, settings, d.image_shape)
+    real, z = torch.rand(4, 1, 28, 28), torch.randn(4, 8)
+    fake = g(z)
+    torch.manual_seed(0)
+    terms, _, d_fake = step.discriminator_loss(real, fake.detach(), (), z)
+    g_terms = step.generator_loss(fake, (), z)
+    torch.manual_seed(0)
+    near_for_d, near_for_g = g(z + 0.1 * torch.randn_like(z)), g(z + 0.1 * torch.randn_like(z))
+    torch.testing.assert_close(terms["zcr"], 2.0 * (d_fake - d(near_for_d)).pow(2).mean())
+    torch.testing.assert_close(g_terms["zcr_diversity"], -0.5 * (fake - near_for_g).flatten(1).pow(2).sum(1).mean())
+    assert terms["zcr"] > 0 and g_terms["zcr_diversity"] < 0
+    (gradient,) = torch.autograd.grad(g_terms["zcr_diversity"], next(g.parameters()))
+    assert gradient.abs().sum() > 0  # it trains G
+    assert "zcr" not in GANStep(g, d, GANStepSettings(), d.image_shape).discriminator_loss(real, fake, ())[0]
+
+
 # ---------------------------------------------------------------------------- through the trainer
 
 
@@ -234,8 +255,9 @@ def test_bcr_is_its_formula_over_two_draws_of_the_augmentation() -> None:
         {"trainer": {"augment": "diffaugment", "augment_policy": "translation", "lecam_weight": 0.1}},
         {"trainer": {"lr_schedule": "cosine", "warmup_steps": 3, "min_lr_ratio": 0.0}},
         {"trainer": {"augment": "diffaugment", "augment_policy": "translation", "bcr_weight": 1.0}},
+        {"trainer": {"zcr_weight": 1.0, "zcr_generator_weight": 0.5}},
     ],
-    ids=["ada", "diffaugment", "spectral_norm", "r1", "lecam", "cosine", "bcr"],
+    ids=["ada", "diffaugment", "spectral_norm", "r1", "lecam", "cosine", "bcr", "zcr"],
 )
 def test_each_piece_trains_and_resumes_bit_for_bit(options: dict, tiny: Tiny, tmp_path: Path) -> None:
     """A checkpoint after epoch 1 (what a SIGKILL leaves) resumed to epoch 3 ends where a straight run does."""
@@ -263,6 +285,8 @@ def test_each_piece_trains_and_resumes_bit_for_bit(options: dict, tiny: Tiny, tm
         assert "lecam" in straight.history[0] and straight.gan_step.output_averages.real_fake.abs().sum() > 0
     if "bcr_weight" in options.get("trainer", {}):
         assert straight.history[0]["bcr"] > 0
+    if "zcr_weight" in options.get("trainer", {}):
+        assert straight.history[0]["zcr"] > 0
 
 
 def test_the_schedule_warms_up_then_decays_to_its_floor(tiny: Tiny, tmp_path: Path) -> None:

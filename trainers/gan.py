@@ -126,7 +126,7 @@ class GANTrainer(Trainer):
         z = torch.randn(len(real), self.generator.latent_dim, device=real.device)
         with self.speed.autocast():
             fake = step.run_G(z, y)
-            d_terms, d_real, d_fake = step.discriminator_loss(real, fake.detach(), y)
+            d_terms, d_real, d_fake = step.discriminator_loss(real, fake.detach(), y, z)
         d_loss = total(d_terms)
         self.optimizers["discriminator"].zero_grad(set_to_none=True)
         d_loss.backward()
@@ -135,7 +135,7 @@ class GANTrainer(Trainer):
         # Gradients for G only: D's would be thrown away by its next zero_grad, so they are not computed.
         generator_step = self.d_steps == 1 or (step.global_step + 1) % self.d_steps == 0
         with self.speed.autocast(), torch.set_grad_enabled(generator_step):
-            g_loss = total(step.generator_loss(fake, y))  # logged on the other batches too
+            g_loss = total(step.generator_loss(fake, y, z))  # logged on the other batches too
         if generator_step:
             self.optimizers["generator"].zero_grad(set_to_none=True)
             g_loss.backward(inputs=self.generator_parameters)

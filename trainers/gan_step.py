@@ -61,6 +61,15 @@ class GANStepSettings(Settings):
         "balanced consistency regularisation (Zhao et al. 2021): D's outputs under two draws of augment alike; 0: off",
         at_least(0),
     )
+    zcr_weight: float = key(
+        0.0,
+        "latent consistency (zCR, Zhao et al. 2021): D's outputs on G(z) and G(z + noise) alike; 0: off",
+        at_least(0),
+    )
+    zcr_generator_weight: float = key(
+        0.0, "zCR: the generator is rewarded for G(z) and G(z + noise) differing (diversity); 0: off", at_least(0)
+    )
+    zcr_sigma: float = key(0.03, "zCR: the standard deviation of the noise added to z", POSITIVE)
     augment: str = key(
         "none",
         "augment what D sees: none, diffaugment (Zhao et al. 2020) or ada (Karras et al. 2020)",
@@ -129,6 +138,8 @@ class GANStep:
         )
         self.lecam_weight, self.output_averages = settings.lecam_weight, OutputAverages()
         self.bcr_weight = settings.bcr_weight
+        self.zcr_weight, self.zcr_generator_weight = settings.zcr_weight, settings.zcr_generator_weight
+        self.zcr_sigma = settings.zcr_sigma
         require(
             not self.bcr_weight or settings.augment != "none",
             "bcr_weight compares two draws of the augmentation: set augment to diffaugment or ada, or bcr_weight to 0",
@@ -164,11 +175,16 @@ class GANStep:
         both = self.run_D(torch.cat([real, fake.reshape(real.shape)]), tuple(torch.cat([y, y]) for y in labels))
         return both[: len(real)], both[len(real) :]
 
+    def run_G_near(self, z: torch.Tensor | None, labels: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """The generator's images for latents a little away from z (zCR's perturbation)."""
+        require(z is not None, "zCR needs the batch's latents: pass z to discriminator_loss and generator_loss")
+        return self.run_G(z + self.zcr_sigma * torch.randn_like(z), labels)
+
     def discriminator_loss(
-        self, real: torch.Tensor, fake: torch.Tensor, labels: tuple[torch.Tensor, ...]
+        self, real: torch.Tensor, fake: torch.Tensor, labels: tuple[torch.Tensor, ...], z: torch.Tensor | None = None
     ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
         """The terms the discriminator minimises the sum of, and its raw outputs on the real and generated
-        images. `fake` is detached: this step leaves G alone."""
+        images. `fake` is detached: this step leaves G alone; `z` are the latents it was generated from."""
         d_real, d_fake = self.run_D_on_both(real, fake, labels)
         self.augment.adapt(d_real)  # ada: p follows how much D overfits
         terms = {"adversarial": gan_discriminator_loss(self.loss, d_real, d_fake, self.real_target)}
@@ -176,6 +192,10 @@ class GANStep:
             again_real, again_fake = self.run_D_on_both(real, fake, labels)
             consistency = consistency_penalty(d_real, again_real) + consistency_penalty(d_fake, again_fake)
             terms["bcr"] = self.bcr_weight * consistency
+        if self.zcr_weight:  # D may not tell G(z) from G(z + noise) apart
+            with torch.no_grad():
+                near = self.run_G_near(z, labels)
+            terms["zcr"] = self.zcr_weight * consistency_penalty(d_fake, self.run_D(near, labels))
         if self.lecam_weight:  # against the averages before this step's outputs join them
             average_real, average_fake = self.output_averages.real_fake
             terms["lecam"] = self.lecam_weight * lecam_penalty(d_real, d_fake, average_real, average_fake)
@@ -186,6 +206,12 @@ class GANStep:
             terms["r1"] = self.r1_gamma / 2 * self.r1_every * r1_penalty(lambda x: self.run_D(x, labels), real)
         return terms, d_real, d_fake
 
-    def generator_loss(self, fake: torch.Tensor, labels: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
+    def generator_loss(
+        self, fake: torch.Tensor, labels: tuple[torch.Tensor, ...], z: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         """The terms the generator minimises the sum of: fool the discriminator as it is now."""
-        return {"g_loss": gan_generator_loss(self.loss, self.run_D(fake, labels, for_generator=True))}
+        terms = {"g_loss": gan_generator_loss(self.loss, self.run_D(fake, labels, for_generator=True))}
+        if self.zcr_generator_weight:  # images of nearby latents should differ (against mode collapse)
+            distance = (fake - self.run_G_near(z, labels)).flatten(1).pow(2).sum(1).mean()
+            terms["zcr_diversity"] = -self.zcr_generator_weight * distance
+        return terms
