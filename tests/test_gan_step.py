@@ -286,7 +286,7 @@ def test_each_piece_trains_and_resumes_bit_for_bit(options: dict, tiny: Tiny, tm
     if "bcr_weight" in options.get("trainer", {}):
         assert straight.history[0]["bcr"] > 0
     if "zcr_weight" in options.get("trainer", {}):
-        assert straight.history[0]["zcr"] > 0
+        assert straight.history[0]["zcr"] > 0 and straight.history[0]["zcr_diversity"] < 0  # both logged
 
 
 def test_the_schedule_warms_up_then_decays_to_its_floor(tiny: Tiny, tmp_path: Path) -> None:

@@ -135,7 +135,8 @@ class GANTrainer(Trainer):
         # Gradients for G only: D's would be thrown away by its next zero_grad, so they are not computed.
         generator_step = self.d_steps == 1 or (step.global_step + 1) % self.d_steps == 0
         with self.speed.autocast(), torch.set_grad_enabled(generator_step):
-            g_loss = total(step.generator_loss(fake, y, z))  # logged on the other batches too
+            g_terms = step.generator_loss(fake, y, z)
+            g_loss = total(g_terms)  # logged on the other batches too
         if generator_step:
             self.optimizers["generator"].zero_grad(set_to_none=True)
             g_loss.backward(inputs=self.generator_parameters)
@@ -150,6 +151,7 @@ class GANTrainer(Trainer):
             "d_real": probability(d_real.detach()).mean(),  # mean D(x)
             "d_fake": probability(d_fake.detach()).mean(),  # mean D(G(z))
             **{name: term.detach() for name, term in d_terms.items() if name != "adversarial"},
+            **{name: term.detach() for name, term in g_terms.items() if name != "g_loss"},
             **step.augment.logs(),
         }
 
